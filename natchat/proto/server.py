@@ -1,0 +1,285 @@
+"""The rendezvous server as a sans-I/O object.
+
+Feed it datagrams with :meth:`RendezvousServer.receive_datagram` and the time with
+:meth:`handle_timer`; take what it wants sent from :meth:`datagrams_to_send` and what it wants printed
+from :meth:`next_event`; sleep until :meth:`get_timer`. It never reads a clock or touches a socket.
+
+Every rule that changes the registry lives here:
+
+* a client registers with an ID and its private address; its public address is the datagram's source;
+* a keepalive with the session token refreshes it (and moves it, if it arrives from a new address:
+  the NAT rebound the mapping); a client silent for ``timeout`` seconds disappears;
+* deregistration needs the token; a live ID cannot be taken by anyone else;
+* every change gets the next version number and is sent to every registered client as a delta; a
+  client that missed one sees the gap and asks for the rest (:class:`~natchat.proto.wire.Sync`);
+* hole punching: the server sends both peers each other's addresses at the same moment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from . import wire
+from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, ServerEvent
+from .wire import Addr, Change, PeerInfo
+
+DELTA_LOG = 4096
+"""How many recent changes the server keeps to answer a client that missed some."""
+
+PUNCH_RENDEZVOUS_TTL = 10.0
+"""How long a half-joined punching attempt waits for the other peer."""
+
+
+_SILENT = frozenset({"malformed", "unexpected"})
+"""Refusals not answered unless the sender is registered: garbage from strangers gets no reply."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    info: PeerInfo
+    token: str
+    last_seen: float
+
+
+@dataclass(slots=True)
+class _Rendezvous:
+    """A punching attempt on fresh sockets: the source address each side asked from."""
+
+    addrs: dict[str, Addr] = field(default_factory=dict)
+    privs: dict[str, Addr] = field(default_factory=dict)
+    expires: float = 0.0
+
+
+class RendezvousServer:
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        token_factory: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
+        self.timeout = timeout
+        self._new_token = token_factory
+        self._entries: dict[str, _Entry] = {}  # in registration order
+        self._expiry: OrderedDict[str, None] = OrderedDict()  # least recently heard first
+        self._by_addr: dict[Addr, str] = {}
+        self._log: deque[Change] = deque(maxlen=DELTA_LOG)
+        self.version = 0
+        self._rendezvous: OrderedDict[tuple[str, str, int], _Rendezvous] = OrderedDict()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque[ServerEvent] = deque()
+        self.dropped = 0
+        """Datagrams dropped as malformed or not allowed."""
+
+    # --- what the shell reads ---------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> ServerEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When the next client would disappear (or a punching attempt expire)."""
+        timers = []
+        if self._expiry:
+            oldest = next(iter(self._expiry))
+            timers.append(self._entries[oldest].last_seen + self.timeout)
+        if self._rendezvous:
+            timers.append(next(iter(self._rendezvous.values())).expires)
+        return min(timers) if timers else None
+
+    def peers(self) -> list[PeerInfo]:
+        """The registry, in registration order."""
+        return [e.info for e in self._entries.values()]
+
+    # --- what the shell feeds -----------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        while self._expiry:
+            client_id = next(iter(self._expiry))
+            entry = self._entries[client_id]
+            if entry.last_seen + self.timeout > now:
+                break
+            self._remove(client_id)
+            self._events.append(Disappeared(entry.info))
+        while self._rendezvous:
+            key, rv = next(iter(self._rendezvous.items()))
+            if rv.expires > now:
+                break
+            del self._rendezvous[key]
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        try:
+            msg = wire.decode(data)
+        except wire.WireError as exc:
+            self._drop(addr, "malformed", str(exc))
+            return
+        match msg:
+            case wire.Register():
+                self._on_register(msg, addr, now)
+            case wire.KeepAlive(id=cid, token=token):
+                if (entry := self._authenticate(cid, token, addr)) is not None:
+                    self._touch(entry, now)
+                    self._send(wire.Alive(ver=self.version, pub=entry.info.pub), addr)
+            case wire.Deregister(id=cid, token=token):
+                if (entry := self._authenticate(cid, token, addr)) is not None:
+                    self._remove(cid)
+                    self._events.append(Deregistered(entry.info))
+                    self._send(wire.Bye(id=cid), addr)
+            case wire.Sync(id=cid, token=token, since=since):
+                if (entry := self._authenticate(cid, token, addr)) is not None:
+                    self._touch(entry, now)
+                    self._send_changes_since(since, addr)
+            case wire.PunchRequest():
+                self._on_punch_request(msg, addr, now)
+            case _:
+                self._drop(addr, "unexpected", f"{msg.__struct_config__.tag} is not for the server")
+
+    # --- rules --------------------------------------------------------------------------------------
+
+    def _on_register(self, msg: wire.Register, addr: Addr, now: float) -> None:
+        entry = self._entries.get(msg.id)
+        if entry is not None:
+            same_session = msg.token == entry.token
+            retransmit = msg.token is None and entry.info.pub == addr and entry.info.priv == msg.priv
+            if not (same_session or retransmit):
+                self._drop(addr, "id_taken", f"ID {msg.id} is already registered by another client")
+                return
+            if entry.info.pub != addr or entry.info.priv != msg.priv:
+                self._update(entry, addr, msg.priv)  # the NAT rebound this session's mapping
+            self._touch(entry, now)
+        else:
+            entry = _Entry(PeerInfo(msg.id, addr, msg.priv), self._new_token(), now)
+            self._entries[msg.id] = entry
+            self._expiry[msg.id] = None
+            self._by_addr[addr] = msg.id
+            self._events.append(RegisteredEvent(entry.info))
+            self._record(Change(self.version + 1, False, entry.info), skip=msg.id)
+        self._send(wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout), addr)
+        self._send_snapshot(addr)
+
+    def _on_punch_request(self, msg: wire.PunchRequest, addr: Addr, now: float) -> None:
+        entry = self._authenticate(msg.id, msg.token, addr, moving=False)
+        if entry is None:
+            return
+        self._touch(entry, now)  # any proof of life counts; the source need not be its registered socket
+        peer = self._entries.get(msg.peer)
+        if peer is None or peer is entry:
+            self._send(wire.Error(code="unknown_peer", msg=f"{msg.peer} is not registered"), addr)
+            return
+        me = PeerInfo(entry.info.id, addr, msg.priv)
+        if addr == entry.info.pub:
+            # From the registered socket: both sides punch from the sockets they registered with, which
+            # the server already knows. Tell both now, in the same breath, so their first datagrams cross.
+            self._send(wire.PunchGo(peer=peer.info, attempt=1), addr)
+            self._send(wire.PunchGo(peer=me, attempt=1), peer.info.pub)
+            return
+        # Later attempts use fresh sockets on both sides; wait until both have spoken from theirs.
+        low, high = sorted((entry.info.id, peer.info.id))
+        key = (low, high, msg.attempt)
+        rv = self._rendezvous.get(key)
+        if rv is None:
+            rv = self._rendezvous[key] = _Rendezvous(expires=now + PUNCH_RENDEZVOUS_TTL)
+        rv.addrs[entry.info.id] = addr
+        rv.privs[entry.info.id] = msg.priv
+        if len(rv.addrs) < 2:  # (again, on every retransmission, in case the invitation was lost)
+            self._send(wire.PunchInvite(peer=entry.info.id, attempt=msg.attempt), peer.info.pub)
+            return
+        del self._rendezvous[key]
+        for a, b in ((entry.info.id, peer.info.id), (peer.info.id, entry.info.id)):
+            self._send(wire.PunchGo(peer=PeerInfo(b, rv.addrs[b], rv.privs[b]), attempt=msg.attempt), rv.addrs[a])
+
+    def _authenticate(self, client_id: str, token: str, addr: Addr, *, moving: bool = True) -> _Entry | None:
+        entry = self._entries.get(client_id)
+        if entry is None:
+            self._drop(addr, "unknown_session", f"{client_id} is not registered here; register again")
+            return None
+        if not secrets.compare_digest(entry.token, token):
+            self._drop(addr, "bad_token", f"wrong session token for {client_id}")
+            return None
+        if moving and entry.info.pub != addr:
+            self._update(entry, addr, entry.info.priv)
+        return entry
+
+    def _touch(self, entry: _Entry, now: float) -> None:
+        entry.last_seen = now
+        self._expiry.move_to_end(entry.info.id)
+
+    def _update(self, entry: _Entry, pub: Addr, priv: Addr) -> None:
+        old = entry.info
+        if self._by_addr.get(old.pub) == old.id:
+            del self._by_addr[old.pub]
+        entry.info = PeerInfo(old.id, pub, priv)
+        self._by_addr[pub] = old.id
+        if old.pub != pub:
+            self._events.append(Moved(entry.info, old.pub))
+        self._record(Change(self.version + 1, False, entry.info))
+
+    def _remove(self, client_id: str) -> None:
+        entry = self._entries.pop(client_id)
+        del self._expiry[client_id]
+        if self._by_addr.get(entry.info.pub) == client_id:
+            del self._by_addr[entry.info.pub]
+        self._record(Change(self.version + 1, True, entry.info))
+
+    def _record(self, change: Change, *, skip: str | None = None) -> None:
+        """Commit ``change`` as the next version and send it to every client (but ``skip``)."""
+        self.version = change.ver
+        self._log.append(change)
+        data = wire.encode(wire.ListDelta(changes=[change]))
+        for cid, entry in self._entries.items():
+            if cid != skip:
+                self._out.append((data, entry.info.pub))
+
+    def _send_changes_since(self, since: int, addr: Addr) -> None:
+        if since >= self.version:
+            return
+        if since == 0 or not self._log or since < self._log[0].ver - 1:  # 0: "send me everything"
+            self._send_snapshot(addr)
+            return
+        start = since - self._log[0].ver + 1
+        changes = [self._log[i] for i in range(start, len(self._log))]
+        for batch in _pack(changes, wire.encoded_size(wire.ListDelta(changes=[]))):
+            self._send(wire.ListDelta(changes=batch), addr)
+
+    def _send_snapshot(self, addr: Addr) -> None:
+        peers = self.peers()
+        overhead = wire.encoded_size(wire.ListPage(ver=self.version, index=100_000, count=100_000, peers=[]))
+        pages = list(_pack(peers, overhead)) or [[]]
+        for index, page in enumerate(pages):
+            self._send(wire.ListPage(ver=self.version, index=index, count=len(pages), peers=page), addr)
+
+    def _send(self, msg: wire.Message, addr: Addr) -> None:
+        self._out.append((wire.encode(msg), addr))
+
+    def _drop(self, addr: Addr, code: str, reason: str) -> None:
+        """Count a refused datagram and say why to the sender, unless it is an unknown source sending
+        garbage (one short reply at most, never anything about other clients)."""
+        self.dropped += 1
+        self._events.append(Dropped(addr, code, reason))
+        if code not in _SILENT or addr in self._by_addr:
+            self._send(wire.Error(code=code, msg=reason[:300]), addr)
+
+
+_T = TypeVar("_T")
+
+
+def _pack(items: list[_T], overhead: int) -> Iterator[list[_T]]:
+    """Split ``items`` into runs whose JSON, plus ``overhead`` bytes, fits in one datagram."""
+    budget = wire.MAX_DATAGRAM - overhead
+    batch: list[_T] = []
+    size = 0
+    for item in items:
+        item_size = wire.encoded_size(item) + 1  # and a comma
+        if batch and size + item_size > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item_size
+    if batch:
+        yield batch

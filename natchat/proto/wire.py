@@ -1,0 +1,284 @@
+"""The natchat wire format: one UTF-8 JSON object per UDP datagram.
+
+Every message carries the protocol version ``v`` and its type ``t``. Decoding is strict: anything that
+is not exactly one of the messages below, with every field present and of the right type, raises
+:class:`WireError` and is dropped by the caller. See ``docs/PROTOCOL.md`` for the prose version.
+
+No ``pickle``, no ``eval``: msgspec decodes straight into typed, validated structs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta, Struct
+
+PROTOCOL_VERSION: Final = 1
+MAX_DATAGRAM: Final = 1200
+"""No datagram natchat sends is larger than this (bytes); larger incoming ones are rejected unread."""
+
+ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,32}$"
+ClientId = Annotated[str, Meta(pattern=ID_PATTERN)]
+Token = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")]
+Host = Annotated[str, Meta(min_length=2, max_length=45)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Counter = Annotated[int, Meta(ge=0, le=2**53)]
+Attempt = Annotated[int, Meta(ge=1, le=1000)]
+Text = Annotated[str, Meta(min_length=1, max_length=1000)]
+
+
+class WireError(ValueError):
+    """A datagram that is not a valid natchat message (the reason is the text)."""
+
+
+class Addr(Struct, array_like=True, frozen=True):
+    """A UDP endpoint; on the wire ``["10.0.0.1", 53002]``."""
+
+    host: Host
+    port: Port
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def as_tuple(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+class PeerInfo(Struct, array_like=True, frozen=True):
+    """One registered client as everyone sees it: ``["client1", [pub], [priv]]``."""
+
+    id: ClientId
+    pub: Addr
+    priv: Addr
+
+
+class Change(Struct, array_like=True, frozen=True):
+    """Registry change number ``ver``: ``peer`` joined or moved (``gone`` false), or left (true)."""
+
+    ver: Counter
+    gone: bool
+    peer: PeerInfo
+
+
+class Message(Struct, tag_field="t", forbid_unknown_fields=True, kw_only=True, frozen=True):
+    v: int = PROTOCOL_VERSION
+
+
+# --- client -> server -------------------------------------------------------------------------------
+
+
+class Register(Message, tag="register"):
+    """Join (or rejoin) as ``id``. ``token`` proves it is the same session after a NAT rebinding."""
+
+    id: ClientId
+    priv: Addr
+    token: Token | None = None
+
+
+class KeepAlive(Message, tag="keepalive"):
+    id: ClientId
+    token: Token
+    ver: Counter
+    """The registry version the client's list is at; the reply tells it whether it is behind."""
+
+
+class Deregister(Message, tag="deregister"):
+    id: ClientId
+    token: Token
+
+
+class Sync(Message, tag="sync"):
+    """Ask for every registry change after version ``since``."""
+
+    id: ClientId
+    token: Token
+    since: Counter
+
+
+class PunchRequest(Message, tag="punch_req"):
+    """Sent from the socket that will punch: start (or join) hole-punching attempt ``attempt``.
+
+    The server learns this socket's public address from the datagram's source.
+    """
+
+    id: ClientId
+    token: Token
+    peer: ClientId
+    attempt: Attempt
+    priv: Addr
+
+
+# --- server -> client -------------------------------------------------------------------------------
+
+
+class Registered(Message, tag="registered"):
+    id: ClientId
+    token: Token
+    pub: Addr
+    timeout: Annotated[float, Meta(gt=0, le=86400)]
+
+
+class Alive(Message, tag="alive"):
+    """Acknowledges a keepalive; ``ver`` is the server's registry version."""
+
+    ver: Counter
+    pub: Addr
+
+
+class Bye(Message, tag="bye"):
+    """Acknowledges a deregistration."""
+
+    id: ClientId
+
+
+class ListDelta(Message, tag="delta"):
+    """Consecutive registry changes, oldest first."""
+
+    changes: list[Change]
+
+
+class ListPage(Message, tag="page"):
+    """Page ``index`` of ``count`` of the full registry at version ``ver``, in registration order."""
+
+    ver: Counter
+    index: Annotated[int, Meta(ge=0, le=100_000)]
+    count: Annotated[int, Meta(ge=1, le=100_000)]
+    peers: list[PeerInfo]
+
+
+class PunchInvite(Message, tag="punch_invite"):
+    """``peer`` wants to punch to you with attempt ``attempt`` from a fresh socket: join it."""
+
+    peer: ClientId
+    attempt: Attempt
+
+
+class PunchGo(Message, tag="punch_go"):
+    """Start punching toward ``peer`` now, from the socket this arrived on.
+
+    ``peer.pub`` is the address the server saw the peer's punching socket at.
+    """
+
+    peer: PeerInfo
+    attempt: Attempt
+
+
+class Error(Message, tag="error"):
+    code: Annotated[str, Meta(max_length=32)]
+    msg: Annotated[str, Meta(max_length=300)]
+
+
+# --- peer <-> peer ----------------------------------------------------------------------------------
+
+
+class Probe(Message, tag="probe"):
+    """Hole-punching probe; answered with ``ack`` true. Either direction arriving opens the path."""
+
+    src: ClientId
+    dst: ClientId
+    attempt: Attempt
+    ack: bool = False
+
+
+class Chat(Message, tag="chat"):
+    """Message ``seq`` of stream ``stream`` from ``src`` to ``dst``. Streams start at seq 1."""
+
+    src: ClientId
+    dst: ClientId
+    stream: Counter
+    seq: Counter
+    text: Text
+
+
+class ChatAck(Message, tag="chat_ack"):
+    src: ClientId
+    dst: ClientId
+    stream: Counter
+    seq: Counter
+
+
+AnyMessage = (
+    Register
+    | KeepAlive
+    | Deregister
+    | Sync
+    | PunchRequest
+    | Registered
+    | Alive
+    | Bye
+    | ListDelta
+    | ListPage
+    | PunchInvite
+    | PunchGo
+    | Error
+    | Probe
+    | Chat
+    | ChatAck
+)
+
+class _Header(Struct):
+    """Read first, so that a missing or foreign version is reported as such."""
+
+    v: int
+    t: str
+
+
+_encoder = msgspec.json.Encoder()
+_header_decoder = msgspec.json.Decoder(_Header)
+_decoder = msgspec.json.Decoder(AnyMessage)
+
+
+def encode(msg: Message) -> bytes:
+    """Serialize ``msg``; raises :class:`WireError` if it would exceed :data:`MAX_DATAGRAM`."""
+    data = _encoder.encode(msg)
+    if len(data) > MAX_DATAGRAM:
+        raise WireError(f"{type(msg).__name__} is {len(data)} bytes, over {MAX_DATAGRAM}")
+    return data
+
+
+def encoded_size(obj: object) -> int:
+    """Bytes ``obj`` takes in JSON (used to pack lists into datagrams)."""
+    return len(_encoder.encode(obj))
+
+
+def _check_addr(addr: Addr) -> None:
+    try:
+        ipaddress.ip_address(addr.host)
+    except ValueError:
+        raise WireError(f"not an IP address: {addr.host!r}") from None
+
+
+def decode(data: bytes) -> AnyMessage:
+    """Parse one datagram strictly; raises :class:`WireError` with the reason on any defect."""
+    if len(data) > MAX_DATAGRAM:
+        raise WireError(f"datagram of {len(data)} bytes is over {MAX_DATAGRAM}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("not UTF-8") from None
+    try:
+        header = _header_decoder.decode(data)
+        if header.v != PROTOCOL_VERSION:
+            raise WireError(f"unsupported protocol version {header.v}")
+        msg = _decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise WireError(str(exc)) from None
+    for addr in _addresses(msg):
+        _check_addr(addr)
+    return msg
+
+
+def _addresses(msg: AnyMessage) -> list[Addr]:
+    match msg:
+        case Register(priv=a) | PunchRequest(priv=a) | Registered(pub=a) | Alive(pub=a):
+            return [a]
+        case PunchGo(peer=p):
+            return [p.pub, p.priv]
+        case ListPage(peers=peers):
+            return [a for p in peers for a in (p.pub, p.priv)]
+        case ListDelta(changes=changes):
+            return [a for c in changes for a in (c.peer.pub, c.peer.priv)]
+        case _:
+            return []

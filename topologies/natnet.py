@@ -1,0 +1,600 @@
+#!/usr/bin/python3
+"""Mininet networks with real Linux netfilter NAT boxes, for natchat.
+
+Runs under Debian's interpreter (/usr/bin/python3) as root, next to the
+``mininet`` package from Debian.  It does not import natchat.
+
+Two ways to use it:
+
+* interactively, with the ``mn`` command::
+
+      mn --custom topologies/natnet.py --topo seed --switch lxbr --controller none
+      mn --custom topologies/natnet.py --topo seed,cone,symmetric,timeout=60 \\
+         --switch lxbr --controller none
+
+* from Python (tests, scripts)::
+
+      from natnet import seed_network
+      with seed_network(nat_kinds=("cone", "cone"), udp_timeout=30) as net:
+          net["pri1_2"].cmd("ping -c1 10.0.0.3")
+
+  The context manager builds and starts the network, yields the started
+  ``Mininet`` object, and always tears everything down again, also on an
+  exception or KeyboardInterrupt.
+
+The default ``seed`` network (see topologies/README.md for the details)::
+
+      server 10.0.0.3   public1 10.0.0.4          "internet" 10.0.0.0/24, switch s0
+            |                |
+      ------+------ s0 ------+--------------------
+            |                          |
+      nat1 WAN 10.0.0.1           nat2 WAN 10.0.0.2
+      nat1 LAN 192.168.1.1        nat2 LAN 192.168.2.1
+            |  switch s1               |  switch s2
+      pri1_2 192.168.1.2          pri2_2 192.168.2.2
+      pri1_3 192.168.1.3          pri2_3 192.168.2.3
+
+Host names: Mininet host names are interface-name prefixes, so the
+assignment's ``pri1.2`` is called ``pri1_2`` here (``priN_K`` is host
+192.168.N.K behind NAT ``natN``).
+
+Beware: ``mn`` copies every top-level name of a ``--custom`` file into its
+own globals.  This module therefore keeps its top-level names few and
+deliberately defines ``cleanup``: ``mn`` calls ``cleanup()`` on ``-c`` and
+after an error, and gets this module's precise cleanup instead of Mininet's
+pattern-based one (which runs ``killall ping``, ``pkill -f mininet:`` and
+``rm -f /tmp/*.log /tmp/*.out``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mininet.link import Link, TCLink
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import Node
+from mininet.nodelib import LinuxBridge
+from mininet.topo import Topo
+
+NAT_KINDS = ("cone", "symmetric")
+WAN_INPUT_POLICIES = ("accept", "drop")
+
+# Addressing plan (see address helpers on NetSpec).
+INTERNET_PREFIX = "10.0.0"
+LAN_PREFIX = "192.168"
+
+
+@dataclass(frozen=True)
+class NatSpec:
+    """One NAT box and the LAN behind it.
+
+    kind: "cone" (MASQUERADE: keeps the source port when it can, the same
+        external port for every destination) or "symmetric" (MASQUERADE
+        --random-fully: a fresh random external port for every new
+        destination).  Filtering is the same for both: Linux conntrack lets
+        in only replies, i.e. address-and-port-dependent filtering.
+    hosts: number of private hosts on the LAN (priN_2, priN_3, ...).
+    udp_timeout: net.netfilter.nf_conntrack_udp_timeout in the NAT's netns:
+        lifetime of a mapping that has seen no reply yet (and of a replied one
+        younger than 2 s).
+    udp_timeout_stream: nf_conntrack_udp_timeout_stream: lifetime of a
+        mapping that has seen packets both ways and lived for 2 s.
+    wan_input: what happens to an unsolicited packet addressed to the NAT's
+        WAN address that matches no mapping. "accept" (plain Linux, no INPUT
+        rules): the NAT's own stack answers with ICMP port unreachable, and
+        conntrack *keeps an entry for it* (this is what causes the conntrack
+        trap).  "drop": an INPUT rule drops it silently; the unconfirmed
+        conntrack entry is discarded with the packet.
+    """
+
+    kind: str = "cone"
+    hosts: int = 2
+    udp_timeout: int = 30
+    udp_timeout_stream: int = 120
+    wan_input: str = "accept"
+
+    def __post_init__(self) -> None:
+        if self.kind not in NAT_KINDS:
+            raise ValueError(f"NAT kind {self.kind!r} is not one of {NAT_KINDS}")
+        if self.wan_input not in WAN_INPUT_POLICIES:
+            raise ValueError(
+                f"wan_input {self.wan_input!r} is not one of {WAN_INPUT_POLICIES}"
+            )
+        if not 0 <= self.hosts <= 250:
+            raise ValueError(f"hosts per LAN must be 0..250, not {self.hosts}")
+        if self.udp_timeout < 1 or self.udp_timeout_stream < 1:
+            raise ValueError("conntrack UDP timeouts must be >= 1 second")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """The whole network: NAT boxes with their LANs plus the public side.
+
+    Addresses: natN's WAN is 10.0.0.N, its LAN 192.168.N.0/24 with the NAT
+    at .1 and hosts priN_K at 192.168.N.K (K = 2, 3, ...).  ``server`` is
+    10.0.0.(number of NATs + 1) and publicP follows it (seed: server
+    10.0.0.3, public1 10.0.0.4).
+
+    wan_delay_ms / wan_loss_pct are applied with netem (TCLink) to both ends
+    of every NAT's WAN link, i.e. per direction: a packet between two
+    private hosts crosses two such links each way.
+    """
+
+    nats: tuple[NatSpec, ...] = field(default_factory=lambda: (NatSpec(), NatSpec()))
+    public_hosts: int = 1
+    wan_delay_ms: float = 0.0
+    wan_loss_pct: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.nats) <= 200:
+            raise ValueError("need 1..200 NAT boxes")
+        if len(self.nats) + 1 + self.public_hosts > 254:
+            raise ValueError("too many hosts for 10.0.0.0/24")
+        if self.wan_delay_ms < 0 or not 0 <= self.wan_loss_pct <= 100:
+            raise ValueError("delay must be >= 0 ms and loss within 0..100 %")
+
+    # -- names and addresses -------------------------------------------------
+    @staticmethod
+    def nat_name(n: int) -> str:
+        return f"nat{n}"
+
+    @staticmethod
+    def nat_wan_ip(n: int) -> str:
+        return f"{INTERNET_PREFIX}.{n}"
+
+    @staticmethod
+    def lan_subnet(n: int) -> str:
+        return f"{LAN_PREFIX}.{n}.0/24"
+
+    @staticmethod
+    def lan_gateway(n: int) -> str:
+        return f"{LAN_PREFIX}.{n}.1"
+
+    @staticmethod
+    def private_name(n: int, k: int) -> str:
+        return f"pri{n}_{k}"
+
+    @staticmethod
+    def private_ip(n: int, k: int) -> str:
+        return f"{LAN_PREFIX}.{n}.{k}"
+
+    def server_ip(self) -> str:
+        return f"{INTERNET_PREFIX}.{len(self.nats) + 1}"
+
+    def public_ip(self, p: int) -> str:
+        return f"{INTERNET_PREFIX}.{len(self.nats) + 1 + p}"
+
+    def private_names(self, n: int | None = None) -> list[str]:
+        """Private host names, of NAT n (1-based) or of all NATs."""
+        numbers = range(1, len(self.nats) + 1) if n is None else [n]
+        return [
+            self.private_name(i, k)
+            for i in numbers
+            for k in range(2, self.nats[i - 1].hosts + 2)
+        ]
+
+    def public_names(self) -> list[str]:
+        return ["server"] + [f"public{p}" for p in range(1, self.public_hosts + 1)]
+
+    def nat_names(self) -> list[str]:
+        return [self.nat_name(n) for n in range(1, len(self.nats) + 1)]
+
+    def switch_names(self) -> list[str]:
+        # s0 is the internet; sN is natN's LAN.  Digits are required:
+        # Mininet derives a (here unused) datapath id from them.
+        return [f"s{n}" for n in range(0, len(self.nats) + 1)]
+
+    def node_names(self) -> list[str]:
+        return self.nat_names() + self.private_names() + self.public_names()
+
+
+class NATBox(Node):
+    """A Mininet node that is a Linux NAT router (netfilter in its own netns).
+
+    Port 0 (``<name>-eth0``) is the WAN side, port 1 (``<name>-eth1``) the
+    LAN side; the topology creates the links in that order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str = "cone",
+        lan_subnet: str = "192.168.1.0/24",
+        lan_ip: str = "192.168.1.1/24",
+        udp_timeout: int = 30,
+        udp_timeout_stream: int = 120,
+        wan_input: str = "accept",
+        **params: Any,
+    ) -> None:
+        # Validate via NatSpec, so the mn and Python entry points agree.
+        NatSpec(kind, 0, udp_timeout, udp_timeout_stream, wan_input)
+        self.kind = kind
+        self.lan_subnet = lan_subnet
+        self.lan_ip = lan_ip
+        self.udp_timeout = udp_timeout
+        self.udp_timeout_stream = udp_timeout_stream
+        self.wan_input = wan_input
+        super().__init__(name, **params)
+
+    @property
+    def wan(self) -> str:
+        return self.intfs[0].name
+
+    @property
+    def lan(self) -> str:
+        return self.intfs[1].name
+
+    def run(self, *argv: str) -> str:
+        """Run a command in this node's netns; raise if it fails."""
+        out, err, code = self.pexec(list(argv))
+        if code != 0:
+            raise RuntimeError(f"{self.name}: {' '.join(argv)} failed ({code}): {err.strip()}")
+        return out
+
+    def nat_commands(self) -> list[list[str]]:
+        """The exact commands that turn this node into its kind of NAT."""
+        wan, lan = self.wan, self.lan
+        masquerade = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan,
+                      "-s", self.lan_subnet, "-j", "MASQUERADE"]
+        if self.kind == "symmetric":
+            masquerade.append("--random-fully")
+        commands = [
+            ["sysctl", "-w", "net.ipv4.ip_forward=1"],
+            masquerade,
+            ["iptables", "-A", "FORWARD", "-i", lan, "-o", wan, "-j", "ACCEPT"],
+            ["iptables", "-A", "FORWARD", "-i", wan, "-o", lan, "-m", "conntrack",
+             "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+            ["iptables", "-A", "FORWARD", "-i", wan, "-o", lan, "-j", "DROP"],
+        ]
+        if self.wan_input == "drop":
+            commands += [
+                ["iptables", "-A", "INPUT", "-i", wan, "-m", "conntrack",
+                 "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                ["iptables", "-A", "INPUT", "-i", wan, "-p", "icmp",
+                 "--icmp-type", "echo-request", "-j", "ACCEPT"],
+                ["iptables", "-A", "INPUT", "-i", wan, "-j", "DROP"],
+            ]
+        # Set after the rules: they make sure conntrack is in use in this
+        # netns (on kernels with modular nf_conntrack the sysctls appear then).
+        commands += [
+            ["sysctl", "-w", f"net.netfilter.nf_conntrack_udp_timeout={self.udp_timeout}"],
+            ["sysctl", "-w",
+             f"net.netfilter.nf_conntrack_udp_timeout_stream={self.udp_timeout_stream}"],
+        ]
+        return commands
+
+    def config(self, **params: Any) -> dict[str, Any]:
+        result = super().config(**params)
+        self.setIP(self.lan_ip, intf=self.lan)
+        for argv in self.nat_commands():
+            self.run(*argv)
+        # Read the timeouts back: they are per-netns, prove they took.
+        for key, want in (("nf_conntrack_udp_timeout", self.udp_timeout),
+                          ("nf_conntrack_udp_timeout_stream", self.udp_timeout_stream)):
+            got = self.conntrack_sysctl(key)
+            if got != want:
+                raise RuntimeError(f"{self.name}: {key} is {got}, wanted {want}")
+        return result
+
+    def conntrack_sysctl(self, key: str) -> int:
+        return int(self.run("sysctl", "-n", f"net.netfilter.{key}").strip())
+
+
+class NatNetTopo(Topo):
+    """One parametrised builder for every natnet network (see NetSpec)."""
+
+    def build(self, spec: NetSpec | None = None) -> None:  # type: ignore[override]
+        spec = spec or NetSpec()
+        self.spec = spec
+        internet = self.addSwitch("s0")
+        wan_link: dict[str, Any] = {}
+        if spec.wan_delay_ms or spec.wan_loss_pct:
+            wan_link["cls"] = TCLink
+            if spec.wan_delay_ms:
+                wan_link["delay"] = f"{spec.wan_delay_ms:g}ms"
+            if spec.wan_loss_pct:
+                wan_link["loss"] = spec.wan_loss_pct
+        for n, nat in enumerate(spec.nats, start=1):
+            name = spec.nat_name(n)
+            self.addHost(
+                name,
+                cls=NATBox,
+                ip=f"{spec.nat_wan_ip(n)}/24",
+                kind=nat.kind,
+                lan_subnet=spec.lan_subnet(n),
+                lan_ip=f"{spec.lan_gateway(n)}/24",
+                udp_timeout=nat.udp_timeout,
+                udp_timeout_stream=nat.udp_timeout_stream,
+                wan_input=nat.wan_input,
+            )
+            # WAN first: NATBox relies on port 0 = WAN, port 1 = LAN.
+            self.addLink(name, internet, intfName1=f"{name}-eth0", **wan_link)
+            lan = self.addSwitch(f"s{n}")
+            self.addLink(name, lan, intfName1=f"{name}-eth1")
+            for k in range(2, nat.hosts + 2):
+                host = self.addHost(
+                    spec.private_name(n, k),
+                    ip=f"{spec.private_ip(n, k)}/24",
+                    defaultRoute=f"via {spec.lan_gateway(n)}",
+                )
+                self.addLink(host, lan)
+        # Public hosts get no routes besides their own /24: they cannot
+        # address the private LANs, which is the point of NAT.
+        self.addLink(self.addHost("server", ip=f"{spec.server_ip()}/24"), internet)
+        for p in range(1, spec.public_hosts + 1):
+            self.addLink(self.addHost(f"public{p}", ip=f"{spec.public_ip(p)}/24"), internet)
+
+
+# ---------------------------------------------------------------------------
+# Building specs
+# ---------------------------------------------------------------------------
+
+def _per_nat(value: Any, count: int, what: str) -> list[Any]:
+    if isinstance(value, (str, int, float)):
+        return [value] * count
+    values = list(value)
+    if len(values) != count:
+        raise ValueError(f"{what}: need {count} values, got {len(values)}")
+    return values
+
+
+def seed_spec(
+    nat_kinds: Sequence[str] = ("cone", "cone"),
+    *,
+    udp_timeout: int | Sequence[int] = 30,
+    udp_timeout_stream: int | Sequence[int] = 120,
+    hosts_per_lan: int | Sequence[int] = 2,
+    public_hosts: int = 1,
+    wan_delay_ms: float = 0.0,
+    loss_pct: float = 0.0,
+    wan_input: str | Sequence[str] = "accept",
+) -> NetSpec:
+    """The seed network; per-NAT settings take one value or one per NAT."""
+    if isinstance(nat_kinds, str):
+        nat_kinds = (nat_kinds,)
+    count = len(nat_kinds)
+    nats = tuple(
+        NatSpec(kind=kind, hosts=hosts, udp_timeout=timeout,
+                udp_timeout_stream=stream, wan_input=policy)
+        for kind, hosts, timeout, stream, policy in zip(
+            nat_kinds,
+            _per_nat(hosts_per_lan, count, "hosts_per_lan"),
+            _per_nat(udp_timeout, count, "udp_timeout"),
+            _per_nat(udp_timeout_stream, count, "udp_timeout_stream"),
+            _per_nat(wan_input, count, "wan_input"),
+        )
+    )
+    return NetSpec(nats=nats, public_hosts=public_hosts,
+                   wan_delay_ms=wan_delay_ms, wan_loss_pct=loss_pct)
+
+
+def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False,
+              **settings: Any) -> NetSpec:
+    """Two peers plus ``server``: pri1_2 behind nat1 and pri2_2 behind nat2,
+    or with same_nat=True pri1_2 and pri1_3 both behind nat1 (kind1).
+    Other keyword arguments are those of seed_spec."""
+    settings.setdefault("public_hosts", 0)
+    if same_nat:
+        return seed_spec((kind1,), hosts_per_lan=2, **settings)
+    return seed_spec((kind1, kind2), hosts_per_lan=1, **settings)
+
+
+def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any],
+                       kwargs: dict[str, Any]) -> NetSpec:
+    """Turn ``mn --topo name,arg,...,key=value`` arguments into a NetSpec.
+
+    Positional args are the NAT kinds (their number sets the NAT count).
+    Keys: nats, hosts, publics, timeout, stream, wan_input, delay (ms),
+    loss (%), and per NAT natN=kind, natN_hosts, natN_timeout, natN_stream,
+    natN_wan_input.
+    """
+    kw = dict(kwargs)
+    count = len(args) if args else int(kw.pop("nats", nats))
+    kw.pop("nats", None)
+    defaults = NatSpec(hosts=int(kw.pop("hosts", hosts)))
+    defaults = replace(
+        defaults,
+        udp_timeout=int(kw.pop("timeout", defaults.udp_timeout)),
+        udp_timeout_stream=int(kw.pop("stream", defaults.udp_timeout_stream)),
+        wan_input=str(kw.pop("wan_input", defaults.wan_input)),
+    )
+    specs = []
+    for n in range(1, count + 1):
+        kind = str(args[n - 1]) if args else str(kw.pop(f"nat{n}", defaults.kind))
+        kw.pop(f"nat{n}", None)
+        specs.append(NatSpec(
+            kind=kind,
+            hosts=int(kw.pop(f"nat{n}_hosts", defaults.hosts)),
+            udp_timeout=int(kw.pop(f"nat{n}_timeout", defaults.udp_timeout)),
+            udp_timeout_stream=int(kw.pop(f"nat{n}_stream", defaults.udp_timeout_stream)),
+            wan_input=str(kw.pop(f"nat{n}_wan_input", defaults.wan_input)),
+        ))
+    spec = NetSpec(
+        nats=tuple(specs),
+        public_hosts=int(kw.pop("publics", publics)),
+        wan_delay_ms=float(kw.pop("delay", 0)),
+        wan_loss_pct=float(kw.pop("loss", 0)),
+    )
+    if kw:
+        raise ValueError(f"unknown natnet topology parameters: {sorted(kw)}")
+    return spec
+
+
+def _seed_topo(*args: Any, **kwargs: Any) -> NatNetTopo:
+    """mn --topo seed[,kind1,kind2,...][,key=value...]"""
+    return NatNetTopo(spec=_spec_from_mn_args(2, 2, 1, args, kwargs))
+
+
+def _pair_topo(*args: Any, same_nat: int = 0, **kwargs: Any) -> NatNetTopo:
+    """mn --topo pair[,kind1,kind2][,same_nat=1][,key=value...]"""
+    if same_nat:
+        kinds = list(args[:1]) or [kwargs.pop("nat1", "cone")]
+        return NatNetTopo(spec=_spec_from_mn_args(1, 2, 0, kinds, kwargs))
+    return NatNetTopo(spec=_spec_from_mn_args(2, 1, 0, args, kwargs))
+
+
+topos = {"seed": _seed_topo, "pair": _pair_topo}
+
+
+# ---------------------------------------------------------------------------
+# Running networks and cleaning up
+# ---------------------------------------------------------------------------
+
+_OUR_NODE = re.compile(r"^(nat\d+|pri\d+_\d+|server|public\d+)$")
+_OUR_SWITCH = re.compile(r"^s\d+$")
+
+
+def _netns_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _kill_pids(pids: Sequence[int], grace_s: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL whatever is left after grace_s."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in alive if _netns_of(pid) is not None]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_in_netns(shell_pids: Sequence[int]) -> list[int]:
+    """All processes (except the given shells) sharing a netns with them.
+
+    Processes started with host.popen() are detached from the node's shell
+    (own session), so Mininet's net.stop() leaves them running, and they keep
+    the namespace alive.  Only namespaces other than our own are considered.
+    """
+    own = _netns_of(os.getpid())
+    spaces = {ns for pid in shell_pids if (ns := _netns_of(pid)) and ns != own}
+    return [pid for pid in _all_pids()
+            if pid not in shell_pids and pid != os.getpid() and _netns_of(pid) in spaces]
+
+
+def kill_node_processes(net: Mininet) -> None:
+    """Stop every process running inside the network's nodes (not the shells)."""
+    shells = [node.pid for node in net.hosts if node.shell and node.shell.poll() is None]
+    _kill_pids(_processes_in_netns(shells))
+
+
+def _mininet_shells(names: set[str] | None) -> list[int]:
+    """PIDs of Mininet node shells ("bash ... -is mininet:NAME") for our names."""
+    found = []
+    for pid in _all_pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if len(argv) >= 5 and argv[0].endswith(b"bash") and argv[-2] == b"-is" \
+                and argv[-1].startswith(b"mininet:"):
+            name = argv[-1][len(b"mininet:"):].decode(errors="replace")
+            if (name in names) if names is not None else bool(_OUR_NODE.match(name)):
+                found.append(pid)
+    return found
+
+
+def cleanup(spec: NetSpec | None = None) -> None:
+    """Remove what a natnet network may have left behind.
+
+    With a spec: exactly its node and switch names; without one (this is
+    what ``mn --custom topologies/natnet.py -c`` runs): every name of the
+    natnet naming scheme (natN, priN_K, server, publicN, sN).  It kills
+    leftover node shells and the processes in their namespaces, by PID, and
+    deletes the Linux bridges and veth ends that remain in the root netns.
+    Never touches other processes or interfaces.
+    """
+    names = set(spec.node_names()) if spec else None
+    switches = set(spec.switch_names()) if spec else None
+    shells = _mininet_shells(names)
+    if shells:
+        _kill_pids(_processes_in_netns(shells))
+        _kill_pids(shells)
+    for ifname in sorted(os.listdir("/sys/class/net")):
+        base = ifname.split("-eth")[0] if re.search(r"-eth\d+$", ifname) else None
+        is_bridge = os.path.isdir(f"/sys/class/net/{ifname}/bridge")
+        ours_bridge = is_bridge and (ifname in switches if switches is not None
+                                     else bool(_OUR_SWITCH.match(ifname)))
+        ours_veth = base is not None and (
+            (base in switches | names) if switches is not None and names is not None
+            else bool(_OUR_SWITCH.match(base) or _OUR_NODE.match(base)))
+        if ours_bridge or ours_veth:
+            subprocess.run(["ip", "link", "del", ifname], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=10)
+
+
+@contextlib.contextmanager
+def network(spec: NetSpec, *, log_level: str = "warning",
+            skip_fix_limits: bool = True) -> Iterator[Mininet]:
+    """Build and start the network of spec; always tear it down afterwards.
+
+    skip_fix_limits: Mininet's first network normally runs fixLimits(),
+    which raises several sysctls of the *root* namespace (socket buffer
+    maxima, ARP cache sizes, ...).  These networks are tiny, so skip it.
+    """
+    if os.geteuid() != 0:
+        raise PermissionError("Mininet networks need root")
+    setLogLevel(log_level)
+    if skip_fix_limits:
+        Mininet.inited = True
+    cleanup(spec)  # leftovers of an earlier run that was killed
+    net = Mininet(topo=NatNetTopo(spec=spec), switch=LinuxBridge, controller=None,
+                  link=Link, build=False, autoSetMacs=False, autoStaticArp=False)
+    try:
+        net.build()
+        net.start()
+        yield net
+    finally:
+        try:
+            kill_node_processes(net)
+            net.stop()
+        finally:
+            cleanup(spec)
+
+
+def seed_network(nat_kinds: Sequence[str] = ("cone", "cone"), *, log_level: str = "warning",
+                 **settings: Any) -> contextlib.AbstractContextManager[Mininet]:
+    """The seed network as a context manager; settings are seed_spec's."""
+    return network(seed_spec(nat_kinds, **settings), log_level=log_level)
+
+
+def pair_network(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False,
+                 log_level: str = "warning",
+                 **settings: Any) -> contextlib.AbstractContextManager[Mininet]:
+    """The pair network as a context manager; see pair_spec."""
+    return network(pair_spec(kind1, kind2, same_nat=same_nat, **settings),
+                   log_level=log_level)
+
+
+if __name__ == "__main__":
+    # /usr/bin/python3 topologies/natnet.py [cleanup]: print the seed plan or clean up.
+    import sys
+
+    if sys.argv[1:] == ["cleanup"]:
+        cleanup()
+    else:
+        _spec = seed_spec()
+        print("nodes:", " ".join(_spec.node_names()))
+        print("switches:", " ".join(_spec.switch_names()))
