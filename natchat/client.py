@@ -7,6 +7,7 @@ the nursery. The shell moves bytes and prints; every decision is the session's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import socket
@@ -61,8 +62,15 @@ def _print_err(text: str) -> None:
 
 
 class _Shell:
-    def __init__(self, config: JoinConfig, session: ClientSession, main: trio.socket.SocketType,
-                 nursery: trio.Nursery, out: Write, err: Write) -> None:
+    def __init__(
+        self,
+        config: JoinConfig,
+        session: ClientSession,
+        main: trio.socket.SocketType,
+        nursery: trio.Nursery,
+        out: Write,
+        err: Write,
+    ) -> None:
         self.config = config
         self.session = session
         self.sockets: dict[int, trio.socket.SocketType] = {MAIN: main}
@@ -74,7 +82,9 @@ class _Shell:
         self.registered = trio.Event()
         self.exit_code = 0
 
-    async def receive_loop(self, sock_id: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def receive_loop(
+        self, sock_id: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         sock = self.sockets[sock_id]
         with trio.CancelScope() as scope:
             self.receivers[sock_id] = scope
@@ -103,10 +113,8 @@ class _Shell:
                     case Send(sock=sock_id, data=data, addr=addr):
                         sock = self.sockets.get(sock_id)
                         if sock is not None:
-                            try:
+                            with contextlib.suppress(OSError):  # unreachable now: the session retries
                                 await sock.sendto(data, addr.as_tuple())
-                            except OSError:
-                                pass  # unreachable for now: the session retransmits or gives up
                     case OpenSocket(sock=sock_id):
                         await self.open_socket(sock_id)
                     case CloseSocket(sock=sock_id):
@@ -162,8 +170,8 @@ class _Shell:
         if not line:
             return True
         if word == "@show_list" and not rest.strip():
-            for peer in self.session.peers():
-                self.out(f"{peer.id} {peer.pub}")
+            for info in self.session.peers():
+                self.out(f"{info.id} {info.pub}")
         elif word == "@exit" and not rest.strip():
             return False
         elif word == "@chat":

@@ -281,11 +281,11 @@ class ClientSession:
                 self._send_leave(now)
             return
         limit = self.config.register_within
-        if self.state is State.REGISTERING and not self._ever_registered and limit is not None:
-            if now >= self._started_at + limit:
-                self.state = State.DONE
-                self._events.append(Refused("no_answer", f"no answer from the server {self.server} within {limit:g} s"))
-                return
+        never_answered = self.state is State.REGISTERING and not self._ever_registered
+        if never_answered and limit is not None and now >= self._started_at + limit:
+            self.state = State.DONE
+            self._events.append(Refused("no_answer", f"no answer from the server {self.server} within {limit:g} s"))
+            return
         if self.state is State.REGISTERING and now >= self._retry_at:
             self._register(now)
         elif self.state is State.REGISTERED:

@@ -69,7 +69,7 @@ class Message(Struct, tag_field="t", forbid_unknown_fields=True, kw_only=True, f
 # --- client -> server -------------------------------------------------------------------------------
 
 
-class Register(Message, tag="register"):
+class Register(Message, tag="register", frozen=True):
     """Join (or rejoin) as ``id``. ``token`` proves it is the same session after a NAT rebinding."""
 
     id: ClientId
@@ -77,19 +77,19 @@ class Register(Message, tag="register"):
     token: Token | None = None
 
 
-class KeepAlive(Message, tag="keepalive"):
+class KeepAlive(Message, tag="keepalive", frozen=True):
     id: ClientId
     token: Token
     ver: Counter
     """The registry version the client's list is at; the reply tells it whether it is behind."""
 
 
-class Deregister(Message, tag="deregister"):
+class Deregister(Message, tag="deregister", frozen=True):
     id: ClientId
     token: Token
 
 
-class Sync(Message, tag="sync"):
+class Sync(Message, tag="sync", frozen=True):
     """Ask for every registry change after version ``since``."""
 
     id: ClientId
@@ -97,7 +97,7 @@ class Sync(Message, tag="sync"):
     since: Counter
 
 
-class PunchRequest(Message, tag="punch_req"):
+class PunchRequest(Message, tag="punch_req", frozen=True):
     """Sent from the socket that will punch: start (or join) hole-punching attempt ``attempt``.
 
     The server learns this socket's public address from the datagram's source.
@@ -113,33 +113,33 @@ class PunchRequest(Message, tag="punch_req"):
 # --- server -> client -------------------------------------------------------------------------------
 
 
-class Registered(Message, tag="registered"):
+class Registered(Message, tag="registered", frozen=True):
     id: ClientId
     token: Token
     pub: Addr
     timeout: Annotated[float, Meta(gt=0, le=86400)]
 
 
-class Alive(Message, tag="alive"):
+class Alive(Message, tag="alive", frozen=True):
     """Acknowledges a keepalive; ``ver`` is the server's registry version."""
 
     ver: Counter
     pub: Addr
 
 
-class Bye(Message, tag="bye"):
+class Bye(Message, tag="bye", frozen=True):
     """Acknowledges a deregistration."""
 
     id: ClientId
 
 
-class ListDelta(Message, tag="delta"):
+class ListDelta(Message, tag="delta", frozen=True):
     """Consecutive registry changes, oldest first."""
 
     changes: list[Change]
 
 
-class ListPage(Message, tag="page"):
+class ListPage(Message, tag="page", frozen=True):
     """Page ``index`` of ``count`` of the full registry at version ``ver``, in registration order."""
 
     ver: Counter
@@ -148,14 +148,14 @@ class ListPage(Message, tag="page"):
     peers: list[PeerInfo]
 
 
-class PunchInvite(Message, tag="punch_invite"):
+class PunchInvite(Message, tag="punch_invite", frozen=True):
     """``peer`` wants to punch to you with attempt ``attempt`` from a fresh socket: join it."""
 
     peer: ClientId
     attempt: Attempt
 
 
-class PunchGo(Message, tag="punch_go"):
+class PunchGo(Message, tag="punch_go", frozen=True):
     """Start punching toward ``peer`` now, from the socket this arrived on.
 
     ``peer.pub`` is the address the server saw the peer's punching socket at.
@@ -165,7 +165,7 @@ class PunchGo(Message, tag="punch_go"):
     attempt: Attempt
 
 
-class Error(Message, tag="error"):
+class Error(Message, tag="error", frozen=True):
     code: Annotated[str, Meta(max_length=32)]
     msg: Annotated[str, Meta(max_length=300)]
 
@@ -173,7 +173,7 @@ class Error(Message, tag="error"):
 # --- peer <-> peer ----------------------------------------------------------------------------------
 
 
-class Probe(Message, tag="probe"):
+class Probe(Message, tag="probe", frozen=True):
     """Hole-punching probe; answered with ``ack`` true. Either direction arriving opens the path."""
 
     src: ClientId
@@ -182,7 +182,7 @@ class Probe(Message, tag="probe"):
     ack: bool = False
 
 
-class Chat(Message, tag="chat"):
+class Chat(Message, tag="chat", frozen=True):
     """Message ``seq`` of stream ``stream`` from ``src`` to ``dst``. Streams start at seq 1."""
 
     src: ClientId
@@ -192,7 +192,7 @@ class Chat(Message, tag="chat"):
     text: Text
 
 
-class ChatAck(Message, tag="chat_ack"):
+class ChatAck(Message, tag="chat_ack", frozen=True):
     src: ClientId
     dst: ClientId
     stream: Counter
@@ -217,6 +217,7 @@ AnyMessage = (
     | Chat
     | ChatAck
 )
+
 
 class _Header(Struct):
     """Read first, so that a missing or foreign version is reported as such."""
@@ -262,7 +263,7 @@ def decode(data: bytes) -> AnyMessage:
         header = _header_decoder.decode(data)
         if header.v != PROTOCOL_VERSION:
             raise WireError(f"unsupported protocol version {header.v}")
-        msg = _decoder.decode(data)
+        msg: AnyMessage = _decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise WireError(str(exc)) from None
     for addr in _addresses(msg):
