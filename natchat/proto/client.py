@@ -208,11 +208,18 @@ class ClientSession:
         for link in self._links.values():
             if link.phase in (Phase.ASKING, Phase.PROBING):
                 timers.append(min(link.next_action, link.attempt_ends))
-            for out in link.outbox.values():
-                timers.append(out.give_up_at)
-                if link.phase is Phase.UP and out.sent_at is not None:
-                    timers.append(min(out.next_tx, out.sent_at + self.config.path_dead_after))
+            timers.extend(out.give_up_at for out in link.outbox.values())
+            if link.phase is Phase.UP and (dead_at := self._path_dead_at(link)) is not None:
+                timers.append(dead_at)
+                timers.extend(out.next_tx for out in link.outbox.values() if out.sent_at is not None)
         return min(timers)
+
+    def _path_dead_at(self, link: _Link) -> float | None:
+        """When an up path with unacknowledged messages counts as dead, if it has any."""
+        waiting = [out.sent_at for out in link.outbox.values() if out.sent_at is not None]
+        if not waiting:
+            return None
+        return max(min(waiting), link.last_heard) + self.config.path_dead_after
 
     # --- what the shell feeds -----------------------------------------------------------------------
 
@@ -513,8 +520,8 @@ class ClientSession:
                 else:
                     self._probe(link, now)
         elif link.phase is Phase.UP:
-            waiting = [o.sent_at for o in link.outbox.values() if o.sent_at is not None]
-            if waiting and now - max(min(waiting), link.last_heard) >= self.config.path_dead_after:
+            dead_at = self._path_dead_at(link)
+            if dead_at is not None and now >= dead_at:
                 link.phase = Phase.IDLE  # the path stopped answering (NAT mapping gone?): punch again
                 for out in link.outbox.values():
                     out.sent_at = None

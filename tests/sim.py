@@ -1,0 +1,164 @@
+"""A hand-driven network for the sans-I/O objects: a server and clients, datagrams moved by hand, a
+manual clock. No sockets, no sleeps: thirty seconds pass in a loop iteration.
+
+Each client lives at a "site" (a public IP). Its sockets get public addresses ``site:port`` with the
+same port as the private one (no NAT translation is modelled here; NAT behaviour is proven on real
+Linux NATs in Mininet). A datagram to a private address reaches the client only from the same site.
+``drop(src, dst, data) -> bool`` loses datagrams on purpose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from natchat.proto import wire
+from natchat.proto.client import ClientConfig, ClientSession, CloseSocket, OpenSocket, Send
+from natchat.proto.events import ClientEvent, ServerEvent
+from natchat.proto.server import RendezvousServer
+from natchat.proto.wire import Addr
+
+SERVER = Addr("10.0.0.3", 10080)
+Drop = Callable[[Addr, Addr, bytes], bool]
+
+
+def tokens() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"{next(counter):032x}"
+
+
+@dataclass
+class Node:
+    session: ClientSession
+    site: str
+    sockets: dict[int, Addr] = field(default_factory=dict)  # socket -> private address
+    events: list[ClientEvent] = field(default_factory=list)
+
+    def public(self, sock: int) -> Addr:
+        return Addr(self.site, self.sockets[sock].port)
+
+    def lines(self, kind: type | None = None) -> list[str]:
+        return [e.line() for e in self.events if (kind is None or isinstance(e, kind)) and hasattr(e, "line")]
+
+
+class Sim:
+    def __init__(self, *, timeout: float = 30.0, config: ClientConfig | None = None, seed: int = 1) -> None:
+        self.now = 1000.0
+        self.server = RendezvousServer(timeout=timeout, token_factory=tokens())
+        self.server_up = True
+        self.server_events: list[ServerEvent] = []
+        self.config = config or ClientConfig()
+        self.nodes: dict[str, Node] = {}
+        self.drop: Drop = lambda src, dst, data: False
+        self.rng = random.Random(seed)
+        self._ports = itertools.count(20000)
+        self.sent: list[tuple[Addr, Addr, bytes]] = []
+
+    def add(self, client_id: str, site: str = "10.0.0.1", *, nat: bool = True, start: bool = True) -> Node:
+        """A client at public IP ``site``: behind a NAT there (private address 192.168.x.2) or not."""
+        port = next(self._ports)
+        priv = Addr(f"192.168.{len(self.nodes) % 250}.2", port) if nat else Addr(site, port)
+        session = ClientSession(client_id, SERVER, priv, config=self.config, rng=random.Random(port))
+        node = Node(session, site, {0: priv})
+        self.nodes[client_id] = node
+        if start:
+            session.start(self.now)
+        return node
+
+    def restart_server(self, *, timeout: float | None = None) -> None:
+        self.server = RendezvousServer(timeout=timeout or self.server.timeout, token_factory=tokens())
+
+    # --- moving datagrams -------------------------------------------------------------------------
+
+    def _locate(self, addr: Addr, src_site: str) -> tuple[Node, int] | None:
+        for node in self.nodes.values():
+            for sock, priv in node.sockets.items():
+                if addr == node.public(sock) or (addr == priv and node.site == src_site):
+                    return node, sock
+        return None
+
+    def step(self) -> bool:
+        """Move every pending datagram once; True if anything moved."""
+        moved = False
+        if self.server_up:
+            while (event := self.server.next_event()) is not None:
+                self.server_events.append(event)
+            for data, dst in self.server.datagrams_to_send():
+                moved = True
+                self._deliver(SERVER, "server", dst, data)
+        for node in list(self.nodes.values()):
+            for action in node.session.actions():
+                moved = True
+                match action:
+                    case Send(sock=sock, data=data, addr=dst):
+                        if sock in node.sockets:
+                            lan = dst.host.startswith("192.168.")  # no NAT between: the private source shows
+                            src = node.sockets[sock] if lan else node.public(sock)
+                            self._deliver(src, node.site, dst, data)
+                    case OpenSocket(sock=sock):
+                        node.sockets[sock] = Addr(node.sockets[0].host, next(self._ports))
+                        node.session.socket_opened(sock, node.sockets[sock], self.now)
+                    case CloseSocket(sock=sock):
+                        node.sockets.pop(sock, None)
+            while (event := node.session.next_event()) is not None:
+                node.events.append(event)
+        return moved
+
+    def _deliver(self, src: Addr, src_site: str, dst: Addr, data: bytes) -> None:
+        assert len(data) <= wire.MAX_DATAGRAM
+        self.sent.append((src, dst, data))
+        if self.drop(src, dst, data):
+            return
+        if dst == SERVER:
+            if self.server_up:
+                self.server.receive_datagram(data, src, self.now)
+            return
+        found = self._locate(dst, src_site)
+        if found is not None:
+            node, sock = found
+            node.session.receive_datagram(data, sock, src, self.now)
+
+    def settle(self) -> None:
+        for _ in range(10_000):
+            if not self.step():
+                return
+        raise AssertionError("the network never went quiet")
+
+    def run(self, seconds: float) -> None:
+        """Let ``seconds`` pass, firing every timer on time and moving datagrams instantly."""
+        end = self.now + seconds
+        self.settle()
+        stuck = 0
+        while True:
+            timers = [n.session.get_timer() for n in self.nodes.values()]
+            if self.server_up:
+                timers.append(self.server.get_timer())
+            due = min((t for t in timers if t is not None), default=None)
+            if due is None or due > end:
+                break
+            stuck = stuck + 1 if due <= self.now else 0
+            if stuck > 1000:
+                raise AssertionError(f"a timer at {due} keeps firing without moving on")
+            self.now = max(self.now, due)
+            if self.server_up:
+                self.server.handle_timer(self.now)
+            for node in self.nodes.values():
+                node.session.handle_timer(self.now)
+            self.settle()
+        self.now = end
+
+    def lists(self) -> dict[str, list[tuple[str, str]]]:
+        return {cid: [(p.id, str(p.pub)) for p in n.session.peers()] for cid, n in self.nodes.items()}
+
+    def registry(self) -> list[tuple[str, str]]:
+        return [(p.id, str(p.pub)) for p in self.server.peers()]
+
+    def server_lines(self) -> list[str]:
+        from natchat.proto.events import Dropped
+
+        return [e.line() for e in self.server_events if not isinstance(e, Dropped)]
+
+    def lossy(self, rate: float) -> None:
+        self.drop = lambda src, dst, data: self.rng.random() < rate

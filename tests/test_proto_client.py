@@ -1,0 +1,312 @@
+"""Client sessions and the server together on a hand-driven network with a manual clock."""
+
+from __future__ import annotations
+
+import itertools
+
+from natchat.proto import wire
+from natchat.proto.client import MAIN, ClientConfig, State, UnknownPeer
+from natchat.proto.events import ChatReceived, DeliveryFailed, Joined, Left, Refused, ServerLost
+from natchat.proto.wire import Addr
+
+from .sim import SERVER, Sim
+
+
+def five(sim: Sim) -> None:
+    sim.add("client1", "10.0.0.1")
+    sim.add("client2", "10.0.0.1")
+    sim.add("client3", "10.0.0.4", nat=False)
+    sim.add("client4", "10.0.0.2")
+    sim.add("client5", "10.0.0.2")
+
+
+def chats(node: object) -> list[str]:
+    return [e.line() for e in node.events if isinstance(e, ChatReceived)]  # type: ignore[attr-defined]
+
+
+def test_five_clients_register_and_every_list_equals_the_registry() -> None:
+    sim = Sim()
+    five(sim)
+    sim.run(1)
+    registry = sim.registry()
+    assert [cid for cid, _ in registry] == ["client1", "client2", "client3", "client4", "client5"]
+    assert all(lst == registry for lst in sim.lists().values())
+    assert sim.server_lines() == [f"{cid} {pub}" for cid, pub in registry]
+    assert all(isinstance(n.events[0], Joined) for n in sim.nodes.values())
+
+
+def test_lists_converge_under_heavy_loss() -> None:
+    sim = Sim(config=ClientConfig(keepalive=2.0), timeout=60)
+    sim.lossy(0.3)
+    five(sim)
+    sim.run(30)
+    sim.drop = lambda *_: False
+    sim.run(5)  # one keepalive round without loss: version gaps are noticed and filled
+    registry = sim.registry()
+    assert len(registry) == 5
+    assert all(lst == registry for lst in sim.lists().values())
+
+
+def test_keepalives_keep_clients_registered_and_silence_makes_them_disappear() -> None:
+    sim = Sim(timeout=30)
+    five(sim)
+    sim.run(300)
+    assert len(sim.registry()) == 5
+    sim.drop = lambda src, dst, data: src.port == sim.nodes["client5"].public(MAIN).port
+    sim.run(29)
+    assert len(sim.registry()) == 5
+    sim.run(12)  # last keepalive was at most 10 s before the drop began: gone by 40 s
+    assert [cid for cid, _ in sim.registry()] == ["client1", "client2", "client3", "client4"]
+    assert sim.server_lines()[-1].startswith("client5 is disappeared ")
+    for cid in ("client1", "client2", "client3", "client4"):
+        assert sim.lists()[cid] == sim.registry()
+
+
+def test_exit_deregisters_and_everyone_sees_it() -> None:
+    sim = Sim()
+    five(sim)
+    sim.run(1)
+    for cid in ("client4", "client3"):
+        sim.nodes[cid].session.close(sim.now)
+    sim.run(1)
+    assert sorted(sim.server_lines()[-2:]) == [
+        f"client3 is deregistered {sim.nodes['client3'].public(MAIN)}",
+        f"client4 is deregistered {sim.nodes['client4'].public(MAIN)}",
+    ]
+    for cid in ("client4", "client3"):
+        assert sim.nodes[cid].events[-1] == Left(acknowledged=True)
+        assert sim.nodes[cid].session.state is State.DONE
+    assert all(sim.lists()[c] == sim.registry() for c in ("client1", "client2", "client5"))
+
+
+def test_exit_without_an_answer_still_ends_in_bounded_time() -> None:
+    sim = Sim()
+    sim.add("a")
+    sim.run(1)
+    sim.server_up = False
+    sim.nodes["a"].session.close(sim.now)
+    sim.run(0.6)
+    assert sim.nodes["a"].events[-1] == Left(acknowledged=False)
+
+
+def test_taken_id_is_refused() -> None:
+    sim = Sim()
+    sim.add("client1", "10.0.0.1")
+    sim.run(1)
+    dup = sim.add("client1", "10.0.0.2")
+    sim.run(1)
+    assert dup.events == [Refused("id_taken", "ID client1 is already registered by another client")]
+    assert dup.session.state is State.DONE
+    assert len(sim.registry()) == 1
+
+
+def test_no_server_gives_up_after_register_within() -> None:
+    sim = Sim(config=ClientConfig(register_within=10))
+    sim.server_up = False
+    node = sim.add("a")
+    sim.run(9.9)
+    assert node.events == []
+    sim.run(0.2)
+    assert [e.code for e in node.events if isinstance(e, Refused)] == ["no_answer"]
+
+
+def test_server_restart_clients_register_again_by_themselves() -> None:
+    sim = Sim(config=ClientConfig(keepalive=10))
+    five(sim)
+    sim.run(5)
+    sim.restart_server()
+    sim.run(11)  # within one keepalive interval
+    registry = sim.registry()
+    assert len(registry) == 5
+    assert all(lst == registry for lst in sim.lists().values())
+    for node in sim.nodes.values():
+        assert [e.again for e in node.events if isinstance(e, Joined)] == [False, True]
+    sim.nodes["client1"].session.chat("client4", "still here", sim.now)
+    sim.run(2)
+    assert chats(sim.nodes["client4"]) == ["From client1 [still here]"]
+
+
+def test_silent_server_is_noticed() -> None:
+    sim = Sim(config=ClientConfig(keepalive=10))
+    node = sim.add("a")
+    sim.run(1)
+    sim.server_up = False
+    sim.run(25)
+    assert any(isinstance(e, ServerLost) for e in node.events)
+    assert node.session.state is State.REGISTERING
+    sim.server_up = True
+    sim.restart_server()
+    sim.run(12)
+    assert node.session.state is State.REGISTERED
+    assert sim.registry() == [("a", str(node.public(MAIN)))]
+
+
+def test_chat_ring_is_delivered_directly_never_through_the_server() -> None:
+    sim = Sim()
+    five(sim)
+    sim.run(1)
+    ring = ["client1", "client2", "client3", "client4", "client5", "client1"]
+    for src, dst in itertools.pairwise(ring):
+        sim.nodes[src].session.chat(dst, f"hi from {src}", sim.now)
+    sim.run(2)
+    for src, dst in itertools.pairwise(ring):
+        assert chats(sim.nodes[dst]) == [f"From {src} [hi from {src}]"]
+    for _, dst, data in sim.sent:
+        if dst == SERVER:
+            assert not isinstance(wire.decode(data), wire.Chat)
+
+
+def test_same_nat_peers_use_private_addresses() -> None:
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.1")
+    sim.run(1)
+    a.session.chat("b", "psst", sim.now)
+    sim.run(1)
+    assert chats(b) == ["From a [psst]"]
+    chat_dsts = {dst for _, dst, data in sim.sent if isinstance(wire.decode(data), wire.Chat)}
+    assert chat_dsts == {b.sockets[MAIN]}
+    assert a.session.path("b") == ("up", b.sockets[MAIN])
+
+
+def test_delivery_is_exactly_once_and_in_order_under_loss() -> None:
+    sim = Sim(config=ClientConfig(deliver_within=30))
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    sim.lossy(0.3)
+    for i in range(40):
+        a.session.chat("b", f"m{i}", sim.now)
+        sim.run(0.05)
+    sim.run(30)
+    assert chats(b) == [f"From a [m{i}]" for i in range(40)]
+    assert not any(isinstance(e, DeliveryFailed) for e in a.events)
+
+
+def test_retransmitted_duplicates_are_not_shown_twice() -> None:
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    # lose every acknowledgement for a while: the message is retransmitted several times
+    sim.drop = lambda src, dst, data: isinstance(wire.decode(data), wire.ChatAck)
+    a.session.chat("b", "once", sim.now)
+    sim.run(2)
+    copies = sum(1 for _, _, d in sim.sent if isinstance(wire.decode(d), wire.Chat))
+    assert copies >= 3
+    sim.drop = lambda *_: False
+    sim.run(3)
+    assert chats(b) == ["From a [once]"]
+    assert a.session._links["b"].outbox == {}
+
+
+def test_undeliverable_message_reports_one_line_each_in_bounded_time() -> None:
+    sim = Sim(config=ClientConfig(deliver_within=10))
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    sim.drop = lambda src, dst, data: SERVER not in (src, dst)  # no path between the peers at all
+    a.session.chat("b", "one", sim.now)
+    a.session.chat("b", "two", sim.now)
+    sim.run(9.9)
+    assert [e for e in a.events if isinstance(e, DeliveryFailed)] == []
+    sim.run(0.2)
+    assert [e.line() for e in a.events if isinstance(e, DeliveryFailed)] == [
+        "could not deliver to b: no direct path within 10 s [one]",
+        "could not deliver to b: no direct path within 10 s [two]",
+    ]
+    assert chats(b) == []
+    # the next message starts a new stream and is delivered once the path works
+    sim.drop = lambda *_: False
+    a.session.chat("b", "three", sim.now)
+    sim.run(2)
+    assert chats(b) == ["From a [three]"]
+
+
+def test_failed_attempt_is_retried_from_a_fresh_port() -> None:
+    """The conntrack trap: nothing sent between the peers' registered sockets ever arrives."""
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    mains = {a.public(MAIN), b.public(MAIN)}
+    sim.drop = lambda src, dst, data: src in mains and dst in mains
+    a.session.chat("b", "through a fresh port", sim.now)
+    sim.run(5)
+    assert chats(b) == ["From a [through a fresh port]"]
+    (a_sock,) = [s for s in a.sockets if s != MAIN]
+    (b_sock,) = [s for s in b.sockets if s != MAIN]
+    assert a.session.path("b") == ("up", b.public(b_sock))
+    assert b.session.path("a") == ("up", a.public(a_sock))
+    # and the reply takes the same path, at once
+    b.session.chat("a", "back", sim.now)
+    sim.run(0.5)
+    assert chats(a) == ["From b [back]"]
+
+
+def test_dead_path_is_punched_again_without_losing_messages() -> None:
+    sim = Sim(config=ClientConfig(deliver_within=20))
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    a.session.chat("b", "first", sim.now)
+    sim.run(1)
+    mains = {a.public(MAIN), b.public(MAIN)}
+    sim.drop = lambda src, dst, data: src in mains and dst in mains  # the old path dies
+    a.session.chat("b", "second", sim.now)
+    a.session.chat("b", "third", sim.now)
+    sim.run(10)
+    assert chats(b) == ["From a [first]", "From a [second]", "From a [third]"]
+
+
+def test_peer_leaving_fails_its_queued_messages() -> None:
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    sim.drop = lambda src, dst, data: dst.host == "10.0.0.2" and src != SERVER
+    a.session.chat("b", "wait for me", sim.now)
+    sim.run(0.5)
+    b.session.close(sim.now)
+    sim.run(1)
+    assert [e.line() for e in a.events if isinstance(e, DeliveryFailed)] == [
+        "could not deliver to b: b left [wait for me]"
+    ]
+
+
+def test_chat_to_unknown_or_self_is_refused() -> None:
+    sim = Sim()
+    a = sim.add("a")
+    sim.run(1)
+    for target in ("nobody", "a"):
+        try:
+            a.session.chat(target, "hi", sim.now)
+        except UnknownPeer as exc:
+            assert str(exc) == target
+        else:
+            raise AssertionError(f"chat to {target} accepted")
+
+
+def test_sessions_never_send_oversize_datagrams() -> None:
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    a.session.chat("b", "é" * 500, sim.now)  # 1000 bytes of text, escaped or not
+    sim.run(1)
+    assert chats(b) == ["From a [" + "é" * 500 + "]"]
+    assert max(len(d) for _, _, d in sim.sent) <= wire.MAX_DATAGRAM
+
+
+def test_rebinding_reaches_the_peers() -> None:
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    sim.add("b", "10.0.0.2")
+    sim.run(1)
+    # the NAT gives a's socket a new public port
+    old = a.sockets[MAIN]
+    a.sockets[MAIN] = Addr(old.host, old.port + 5000)
+    sim.run(11)
+    assert sim.registry()[0] == ("a", f"10.0.0.1:{old.port + 5000}")
+    assert sim.lists()["b"] == sim.registry()
+    assert a.session.pub == Addr("10.0.0.1", old.port + 5000)

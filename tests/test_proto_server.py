@@ -1,0 +1,230 @@
+"""The registry's rules, datagram by datagram, with an explicit clock."""
+
+from __future__ import annotations
+
+from natchat.proto import wire
+from natchat.proto.events import Deregistered, Disappeared, Moved, RegisteredEvent
+from natchat.proto.server import RendezvousServer
+from natchat.proto.wire import Addr, PeerInfo
+
+from .sim import tokens
+
+A = Addr("10.0.0.1", 53002)
+B = Addr("10.0.0.1", 53003)
+C = Addr("10.0.0.2", 54264)
+PRIV = Addr("192.168.1.2", 10081)
+
+
+def server(timeout: float = 30.0) -> RendezvousServer:
+    return RendezvousServer(timeout=timeout, token_factory=tokens())
+
+
+def feed(srv: RendezvousServer, msg: wire.Message, src: Addr, now: float) -> list[tuple[wire.AnyMessage, Addr]]:
+    srv.receive_datagram(wire.encode(msg), src, now)
+    return [(wire.decode(data), dst) for data, dst in srv.datagrams_to_send()]
+
+
+def events(srv: RendezvousServer) -> list[object]:
+    out = []
+    while (event := srv.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def register(srv: RendezvousServer, cid: str, src: Addr, now: float = 0.0) -> str:
+    replies = feed(srv, wire.Register(id=cid, priv=PRIV), src, now)
+    reg = next(m for m, dst in replies if isinstance(m, wire.Registered) and dst == src)
+    return reg.token
+
+
+def test_registration_reply_and_line() -> None:
+    srv = server()
+    replies = feed(srv, wire.Register(id="client1", priv=PRIV), A, 0.0)
+    reg, dst = replies[0]
+    assert isinstance(reg, wire.Registered) and dst == A
+    assert reg.pub == A and len(reg.token) == 32 and reg.timeout == 30.0
+    page = replies[1][0]
+    assert isinstance(page, wire.ListPage) and page.peers == [PeerInfo("client1", A, PRIV)]
+    assert [e.line() for e in events(srv)] == ["client1 10.0.0.1:53002"]
+
+
+def test_new_client_is_announced_to_everyone_else() -> None:
+    srv = server()
+    register(srv, "client1", A)
+    replies = feed(srv, wire.Register(id="client2", priv=PRIV), B, 1.0)
+    to_a = [m for m, dst in replies if dst == A]
+    assert to_a == [wire.ListDelta(changes=[wire.Change(2, False, PeerInfo("client2", B, PRIV))])]
+    assert [p.id for p in srv.peers()] == ["client1", "client2"]
+
+
+def test_timeout_at_exactly_the_deadline_and_keepalive_refresh() -> None:
+    srv = server(timeout=30.0)
+    token = register(srv, "client5", C, now=0.0)
+    assert srv.get_timer() == 30.0
+    replies = feed(srv, wire.KeepAlive(id="client5", token=token, ver=1), C, 20.0)
+    assert replies == [(wire.Alive(ver=1, pub=C), C)]
+    assert srv.get_timer() == 50.0
+    srv.handle_timer(49.999)
+    assert [p.id for p in srv.peers()] == ["client5"]
+    events(srv)
+    srv.handle_timer(50.0)
+    assert srv.peers() == []
+    assert [e.line() for e in events(srv)] == ["client5 is disappeared 10.0.0.2:54264"]
+    assert srv.get_timer() is None
+
+
+def test_sweeper_expires_in_order_of_silence() -> None:
+    srv = server(timeout=10.0)
+    ta = register(srv, "a", A, 0.0)
+    register(srv, "b", B, 1.0)
+    feed(srv, wire.KeepAlive(id="a", token=ta, ver=0), A, 5.0)
+    assert srv.get_timer() == 11.0  # b, silent since 1.0, goes first
+    srv.handle_timer(11.0)
+    assert [type(e) for e in events(srv)][-1] is Disappeared
+    assert [p.id for p in srv.peers()] == ["a"]
+    assert srv.get_timer() == 15.0
+
+
+def test_deregistration_needs_the_token() -> None:
+    srv = server()
+    token = register(srv, "client2", B)
+    register(srv, "client1", A)
+    events(srv)
+    forged = feed(srv, wire.Deregister(id="client2", token="f" * 32), A, 1.0)
+    assert [m for m, _ in forged] == [wire.Error(code="bad_token", msg="wrong session token for client2")]
+    assert [p.id for p in srv.peers()] == ["client2", "client1"]
+    replies = feed(srv, wire.Deregister(id="client2", token=token), B, 2.0)
+    assert (wire.Bye(id="client2"), B) in replies
+    assert [e.line() for e in events(srv) if isinstance(e, Deregistered)] == ["client2 is deregistered 10.0.0.1:53003"]
+    assert [p.id for p in srv.peers()] == ["client1"]
+    gone = [m for m, dst in replies if dst == A]
+    assert gone == [wire.ListDelta(changes=[wire.Change(3, True, PeerInfo("client2", B, PRIV))])]
+
+
+def test_live_id_cannot_be_taken() -> None:
+    srv = server()
+    token = register(srv, "client1", A)
+    replies = feed(srv, wire.Register(id="client1", priv=PRIV), C, 1.0)
+    assert replies == [(wire.Error(code="id_taken", msg="ID client1 is already registered by another client"), C)]
+    assert srv.peers() == [PeerInfo("client1", A, PRIV)]
+    # a guessed token does not help either
+    replies = feed(srv, wire.Register(id="client1", priv=PRIV, token="0" * 32), C, 1.0)
+    assert replies[0][0] == wire.Error(code="id_taken", msg="ID client1 is already registered by another client")
+    assert token != "0" * 32
+
+
+def test_retransmitted_registration_gets_the_same_session() -> None:
+    srv = server()
+    token = register(srv, "client1", A, 0.0)
+    assert register(srv, "client1", A, 0.5) == token
+    assert len(srv.peers()) == 1
+    assert len([e for e in events(srv) if isinstance(e, RegisteredEvent)]) == 1
+
+
+def test_rebinding_moves_the_entry_instead_of_adding_one() -> None:
+    srv = server()
+    token = register(srv, "client1", A)
+    register(srv, "client2", C)
+    events(srv)
+    moved = Addr("10.0.0.1", 61000)
+    replies = feed(srv, wire.KeepAlive(id="client1", token=token, ver=2), moved, 5.0)
+    assert (wire.Alive(ver=3, pub=moved), moved) in replies
+    assert srv.peers() == [PeerInfo("client1", moved, PRIV), PeerInfo("client2", C, PRIV)]
+    assert [e.line() for e in events(srv) if isinstance(e, Moved)] == ["client1 moved 10.0.0.1:53002 -> 10.0.0.1:61000"]
+    # a registration with the token from yet another address does the same
+    again = Addr("10.0.0.1", 62000)
+    feed(srv, wire.Register(id="client1", priv=PRIV, token=token), again, 6.0)
+    assert [p.pub for p in srv.peers()] == [again, C]
+
+
+def test_keepalive_from_an_unknown_session_is_told_to_register() -> None:
+    srv = server()
+    replies = feed(srv, wire.KeepAlive(id="client1", token="a" * 32, ver=4), A, 0.0)
+    assert [m.code for m, _ in replies if isinstance(m, wire.Error)] == ["unknown_session"]
+
+
+def test_malformed_datagrams_are_counted_and_only_registered_senders_hear_why() -> None:
+    srv = server()
+    register(srv, "client1", A)
+    bad = [
+        b"\xff\xfe",
+        b"not json",
+        b'{"t":"nope","v":1}',
+        b'{"t":"keepalive","v":1,"id":"client1"}',
+        b'{"t":"register","v":1,"id":"a b","priv":["1.2.3.4",1]}',
+        b'{"t":"register","v":1,"id":"' + b"x" * 33 + b'","priv":["1.2.3.4",1]}',
+        b'{"t":"register","v":2,"id":"ok","priv":["1.2.3.4",1]}',
+        b"{" + b" " * 1300 + b"}",
+    ]
+    for data in bad:
+        srv.receive_datagram(data, C, 1.0)
+        assert srv.datagrams_to_send() == []
+    for data in bad:
+        srv.receive_datagram(data, A, 1.0)
+        (reply, dst), *rest = [(wire.decode(d), a) for d, a in srv.datagrams_to_send()]
+        assert dst == A and isinstance(reply, wire.Error) and reply.code == "malformed" and rest == []
+    assert srv.dropped == 2 * len(bad)
+    assert [p.id for p in srv.peers()] == ["client1"]
+
+
+def test_a_client_that_missed_changes_gets_exactly_the_rest() -> None:
+    srv = server()
+    token = register(srv, "c0", A)
+    for i in range(1, 6):
+        register(srv, f"c{i}", Addr("10.0.0.9", 1000 + i))
+    srv.datagrams_to_send()
+    replies = feed(srv, wire.Sync(id="c0", token=token, since=3), A, 1.0)
+    changes = [c.ver for m, _ in replies if isinstance(m, wire.ListDelta) for c in m.changes]
+    assert changes == [4, 5, 6]
+    assert feed(srv, wire.Sync(id="c0", token=token, since=6), A, 1.0) == []
+
+
+def test_snapshot_is_paged_under_the_datagram_limit() -> None:
+    srv = server()
+    for i in range(300):
+        register(srv, f"client-with-a-long-name-{i:04d}", Addr("2001:db8::1234:5678", 10000 + i))
+    srv.datagrams_to_send()
+    srv.receive_datagram(wire.encode(wire.Register(id="late", priv=PRIV)), A, 1.0)
+    datagrams = srv.datagrams_to_send()
+    to_late = [wire.decode(d) for d, dst in datagrams if dst == A]
+    pages = [m for m in to_late if isinstance(m, wire.ListPage)]
+    assert len(pages) > 10
+    assert all(len(d) <= wire.MAX_DATAGRAM for d, _ in datagrams)
+    assert {p.count for p in pages} == {len(pages)}
+    assert [p.id for page in pages for p in page.peers] == [p.id for p in srv.peers()]
+
+
+def test_punch_from_registered_sockets_tells_both_at_once() -> None:
+    srv = server()
+    ta = register(srv, "a", A)
+    register(srv, "b", C)
+    srv.datagrams_to_send()
+    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=1, priv=PRIV), A, 1.0)
+    assert replies == [
+        (wire.PunchGo(peer=PeerInfo("b", C, PRIV), attempt=1), A),
+        (wire.PunchGo(peer=PeerInfo("a", A, PRIV), attempt=1), C),
+    ]
+
+
+def test_punch_from_fresh_sockets_waits_for_both_then_tells_both() -> None:
+    srv = server()
+    ta = register(srv, "a", A)
+    tb = register(srv, "b", C)
+    srv.datagrams_to_send()
+    a2, b2 = Addr("10.0.0.1", 40001), Addr("10.0.0.2", 40002)
+    pa, pb = Addr("192.168.1.2", 5555), Addr("192.168.2.2", 6666)
+    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=2, priv=pa), a2, 1.0)
+    assert replies == [(wire.PunchInvite(peer="a", attempt=2), C)]
+    replies = feed(srv, wire.PunchRequest(id="b", token=tb, peer="a", attempt=2, priv=pb), b2, 1.1)
+    assert sorted(replies, key=lambda r: r[1].port) == [
+        (wire.PunchGo(peer=PeerInfo("b", b2, pb), attempt=2), a2),
+        (wire.PunchGo(peer=PeerInfo("a", a2, pa), attempt=2), b2),
+    ]
+    assert [p.pub for p in srv.peers()] == [A, C]  # punching sockets do not move the registration
+
+
+def test_punch_to_unknown_peer_is_an_error() -> None:
+    srv = server()
+    ta = register(srv, "a", A)
+    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="ghost", attempt=1, priv=PRIV), A, 1.0)
+    assert replies == [(wire.Error(code="unknown_peer", msg="ghost is not registered"), A)]

@@ -1,0 +1,97 @@
+"""The wire format: strict decoding, nothing but WireError escapes, and every message round-trips."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natchat.proto import wire
+from natchat.proto.server import RendezvousServer
+from natchat.proto.wire import Addr, PeerInfo
+
+from .sim import tokens
+
+PEER = PeerInfo("client1", Addr("10.0.0.1", 53002), Addr("192.168.1.2", 10081))
+TOKEN = "0123456789abcdef" * 2
+SAMPLES: list[wire.Message] = [
+    wire.Register(id="client1", priv=Addr("192.168.1.2", 10081)),
+    wire.Register(id="client1", priv=Addr("::1", 10081), token=TOKEN),
+    wire.KeepAlive(id="c", token=TOKEN, ver=7),
+    wire.Deregister(id="c", token=TOKEN),
+    wire.Sync(id="c", token=TOKEN, since=3),
+    wire.PunchRequest(id="c", token=TOKEN, peer="d", attempt=2, priv=Addr("192.168.1.2", 4000)),
+    wire.Registered(id="c", token=TOKEN, pub=Addr("10.0.0.1", 1), timeout=30.0),
+    wire.Alive(ver=1, pub=Addr("10.0.0.1", 1)),
+    wire.Bye(id="c"),
+    wire.ListDelta(changes=[wire.Change(1, False, PEER), wire.Change(2, True, PEER)]),
+    wire.ListPage(ver=2, index=0, count=1, peers=[PEER]),
+    wire.PunchInvite(peer="d", attempt=3),
+    wire.PunchGo(peer=PEER, attempt=1),
+    wire.Error(code="id_taken", msg="taken"),
+    wire.Probe(src="a", dst="b", attempt=1, ack=True),
+    wire.Chat(src="a", dst="b", stream=99, seq=1, text="hello there"),
+    wire.ChatAck(src="a", dst="b", stream=99, seq=1),
+]
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips_with_version_and_type(msg: wire.Message) -> None:
+    data = wire.encode(msg)
+    obj = json.loads(data)
+    assert obj["v"] == wire.PROTOCOL_VERSION and obj["t"] == msg.__struct_config__.tag
+    assert wire.decode(data) == msg
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xc3\x28", "not UTF-8"),
+        (b"{", "truncated"),
+        (b'{"t":"chat","v":1}', "missing required field"),
+        (b'{"t":"bye","id":"a"}', "missing required field `v`"),
+        (b'{"t":"bye","v":2,"id":"a"}', "unsupported protocol version 2"),
+        (b'{"t":"bye","v":1,"id":"a","extra":1}', "unknown field"),
+        (b'{"t":"bye","v":1,"id":"has space"}', "regex"),
+        (b'{"t":"bye","v":1,"id":"' + b"a" * 33 + b'"}', "regex"),
+        (b'{"t":"bye","v":1,"id":""}', "regex"),
+        (b'{"t":"bye","v":1,"id":7}', "Expected `str`"),
+        (b'{"t":"register","v":1,"id":"a","priv":["10.0.0.300",1]}', "not an IP address"),
+        (b'{"t":"register","v":1,"id":"a","priv":["10.0.0.3",70000]}', "<= 65535"),
+        (b'{"t":"steal","v":1}', "Invalid value 'steal'"),
+        (b" " * 1201, "over 1200"),
+    ],
+)
+def test_strict_decoding_says_why(data: bytes, reason: str) -> None:
+    with pytest.raises(wire.WireError, match=reason.replace("(", r"\(")):
+        wire.decode(data)
+
+
+def test_oversize_message_is_never_encoded() -> None:
+    with pytest.raises(wire.WireError, match="over 1200"):
+        wire.encode(wire.Chat(src="a", dst="b", stream=1, seq=1, text="\U0001f600" * 400))
+
+
+def mutations() -> st.SearchStrategy[bytes]:
+    sample = st.sampled_from([wire.encode(m) for m in SAMPLES])
+    flip = st.tuples(sample, st.integers(0, 2000), st.integers(0, 255)).map(
+        lambda t: t[0][: t[1] % len(t[0])] + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1 :]
+    )
+    cut = st.tuples(sample, st.integers(0, 2000)).map(lambda t: t[0][: t[1] % len(t[0])])
+    return st.one_of(st.binary(max_size=1400), flip, cut, sample)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(mutations(), max_size=20))
+def test_garbage_never_escapes_and_never_costs_a_client(datagrams: list[bytes]) -> None:
+    srv = RendezvousServer(token_factory=tokens())
+    srv.receive_datagram(wire.encode(SAMPLES[0]), Addr("10.0.0.1", 1), 0.0)
+    for i, data in enumerate(datagrams):
+        srv.receive_datagram(data, Addr("10.0.0.9", 1000 + i), 1.0)
+        with contextlib.suppress(wire.WireError):  # and nothing else
+            wire.decode(data)
+    assert "client1" in [p.id for p in srv.peers()]
+    assert all(len(d) <= wire.MAX_DATAGRAM for d, _ in srv.datagrams_to_send())
