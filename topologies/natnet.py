@@ -39,8 +39,8 @@ assignment's ``pri1.2`` is called ``pri1_2`` here (``priN_K`` is host
 192.168.N.K behind NAT ``natN``).
 
 Beware: ``mn`` copies every top-level name of a ``--custom`` file into its
-own globals.  This module therefore keeps its top-level names few and
-deliberately defines ``cleanup``: ``mn`` calls ``cleanup()`` on ``-c`` and
+own globals.  No name here clashes with one of ``mn``'s except, on purpose,
+``cleanup``: ``mn`` calls ``cleanup()`` on ``-c`` and
 after an error, and gets this module's precise cleanup instead of Mininet's
 pattern-based one (which runs ``killall ping``, ``pkill -f mininet:`` and
 ``rm -f /tmp/*.log /tmp/*.out``).
@@ -51,14 +51,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mininet.link import Link, TCLink
+from mininet.link import Link
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import Node
@@ -67,6 +69,12 @@ from mininet.topo import Topo
 
 NAT_KINDS = ("cone", "symmetric")
 WAN_INPUT_POLICIES = ("accept", "drop")
+
+
+def _here() -> str:
+    """This file's directory (``mn --custom`` exec()s it without __file__)."""
+    return os.path.dirname(os.path.abspath(_here.__code__.co_filename))
+
 
 # Addressing plan (see address helpers on NetSpec).
 INTERNET_PREFIX = "10.0.0"
@@ -77,11 +85,12 @@ LAN_PREFIX = "192.168"
 class NatSpec:
     """One NAT box and the LAN behind it.
 
-    kind: "cone" (MASQUERADE: keeps the source port when it can, the same
-        external port for every destination) or "symmetric" (MASQUERADE
-        --random-fully: a fresh random external port for every new
-        destination).  Filtering is the same for both: Linux conntrack lets
-        in only replies, i.e. address-and-port-dependent filtering.
+    kind: "cone" (MASQUERADE: an internal ip:port keeps the external port it
+        already has, for every destination, and gets its own port number if
+        that is free) or "symmetric" (MASQUERADE --random-fully: a fresh
+        random external port for every new destination).  Filtering is the
+        same for both: Linux conntrack lets in only replies, i.e.
+        address-and-port-dependent filtering.  See topologies/README.md.
     hosts: number of private hosts on the LAN (priN_2, priN_3, ...).
     udp_timeout: net.netfilter.nf_conntrack_udp_timeout in the NAT's netns:
         lifetime of a mapping that has seen no reply yet (and of a replied one
@@ -106,9 +115,7 @@ class NatSpec:
         if self.kind not in NAT_KINDS:
             raise ValueError(f"NAT kind {self.kind!r} is not one of {NAT_KINDS}")
         if self.wan_input not in WAN_INPUT_POLICIES:
-            raise ValueError(
-                f"wan_input {self.wan_input!r} is not one of {WAN_INPUT_POLICIES}"
-            )
+            raise ValueError(f"wan_input {self.wan_input!r} is not one of {WAN_INPUT_POLICIES}")
         if not 0 <= self.hosts <= 250:
             raise ValueError(f"hosts per LAN must be 0..250, not {self.hosts}")
         if self.udp_timeout < 1 or self.udp_timeout_stream < 1:
@@ -124,9 +131,14 @@ class NetSpec:
     10.0.0.(number of NATs + 1) and publicP follows it (seed: server
     10.0.0.3, public1 10.0.0.4).
 
-    wan_delay_ms / wan_loss_pct are applied with netem (TCLink) to both ends
-    of every NAT's WAN link, i.e. per direction: a packet between two
-    private hosts crosses two such links each way.
+    wan_delay_ms / wan_loss_pct: every packet that a NAT box forwards (and
+    every packet reaching it from either side) is delayed by wan_delay_ms and
+    dropped with probability wan_loss_pct %, once per NAT crossing per
+    direction: pri1_2 <-> server RTT gains 2 x delay, pri1_2 <-> pri2_2
+    4 x delay.  Done in the NAT's netns with netfilter (raw PREROUTING:
+    statistic match for loss, NFQUEUE + delayq.py for delay) instead of netem
+    (TCLink), because kernels without sch_netem exist (this project's VMs).
+    Loss and delay happen before conntrack sees the packet, like on a wire.
     """
 
     nats: tuple[NatSpec, ...] = field(default_factory=lambda: (NatSpec(), NatSpec()))
@@ -176,11 +188,7 @@ class NetSpec:
     def private_names(self, n: int | None = None) -> list[str]:
         """Private host names, of NAT n (1-based) or of all NATs."""
         numbers = range(1, len(self.nats) + 1) if n is None else [n]
-        return [
-            self.private_name(i, k)
-            for i in numbers
-            for k in range(2, self.nats[i - 1].hosts + 2)
-        ]
+        return [self.private_name(i, k) for i in numbers for k in range(2, self.nats[i - 1].hosts + 2)]
 
     def public_names(self) -> list[str]:
         return ["server"] + [f"public{p}" for p in range(1, self.public_hosts + 1)]
@@ -197,11 +205,13 @@ class NetSpec:
         return self.nat_names() + self.private_names() + self.public_names()
 
 
-class NATBox(Node):
+class NATBox(Node):  # type: ignore[misc]  # mininet is untyped
     """A Mininet node that is a Linux NAT router (netfilter in its own netns).
 
     Port 0 (``<name>-eth0``) is the WAN side, port 1 (``<name>-eth1``) the
     LAN side; the topology creates the links in that order.
+
+    delay_ms / loss_pct emulate a slow, lossy WAN link (see NetSpec).
     """
 
     def __init__(
@@ -213,6 +223,8 @@ class NATBox(Node):
         udp_timeout: int = 30,
         udp_timeout_stream: int = 120,
         wan_input: str = "accept",
+        delay_ms: float = 0.0,
+        loss_pct: float = 0.0,
         **params: Any,
     ) -> None:
         # Validate via NatSpec, so the mn and Python entry points agree.
@@ -223,63 +235,74 @@ class NATBox(Node):
         self.udp_timeout = udp_timeout
         self.udp_timeout_stream = udp_timeout_stream
         self.wan_input = wan_input
+        self.delay_ms = float(delay_ms)
+        self.loss_pct = float(loss_pct)
+        self.delayq: subprocess.Popen[bytes] | None = None
         super().__init__(name, **params)
 
     @property
     def wan(self) -> str:
-        return self.intfs[0].name
+        return str(self.intfs[0].name)
 
     @property
     def lan(self) -> str:
-        return self.intfs[1].name
+        return str(self.intfs[1].name)
 
     def run(self, *argv: str) -> str:
         """Run a command in this node's netns; raise if it fails."""
         out, err, code = self.pexec(list(argv))
         if code != 0:
             raise RuntimeError(f"{self.name}: {' '.join(argv)} failed ({code}): {err.strip()}")
-        return out
+        return str(out)
 
-    def nat_commands(self) -> list[list[str]]:
-        """The exact commands that turn this node into its kind of NAT."""
+    def nat_commands(self) -> list[str]:
+        """The exact commands (run in this netns) that make this kind of NAT.
+
+        No argument contains a space, so each is run as ``command.split()``.
+        """
         wan, lan = self.wan, self.lan
-        masquerade = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan,
-                      "-s", self.lan_subnet, "-j", "MASQUERADE"]
-        if self.kind == "symmetric":
-            masquerade.append("--random-fully")
+        random_fully = " --random-fully" if self.kind == "symmetric" else ""
         commands = [
-            ["sysctl", "-w", "net.ipv4.ip_forward=1"],
-            masquerade,
-            ["iptables", "-A", "FORWARD", "-i", lan, "-o", wan, "-j", "ACCEPT"],
-            ["iptables", "-A", "FORWARD", "-i", wan, "-o", lan, "-m", "conntrack",
-             "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-            ["iptables", "-A", "FORWARD", "-i", wan, "-o", lan, "-j", "DROP"],
+            "sysctl -w net.ipv4.ip_forward=1",
+            f"iptables -t nat -A POSTROUTING -o {wan} -s {self.lan_subnet} -j MASQUERADE{random_fully}",
+            f"iptables -A FORWARD -i {lan} -o {wan} -j ACCEPT",
+            f"iptables -A FORWARD -i {wan} -o {lan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            f"iptables -A FORWARD -i {wan} -o {lan} -j DROP",
         ]
         if self.wan_input == "drop":
             commands += [
-                ["iptables", "-A", "INPUT", "-i", wan, "-m", "conntrack",
-                 "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                ["iptables", "-A", "INPUT", "-i", wan, "-p", "icmp",
-                 "--icmp-type", "echo-request", "-j", "ACCEPT"],
-                ["iptables", "-A", "INPUT", "-i", wan, "-j", "DROP"],
+                f"iptables -A INPUT -i {wan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+                f"iptables -A INPUT -i {wan} -p icmp --icmp-type echo-request -j ACCEPT",
+                f"iptables -A INPUT -i {wan} -j DROP",
             ]
+        for intf in (wan, lan):
+            if self.loss_pct:
+                commands.append(
+                    f"iptables -t raw -A PREROUTING -i {intf} -m statistic --mode random"
+                    f" --probability {self.loss_pct / 100:.6f} -j DROP"
+                )
+            if self.delay_ms:
+                commands.append(f"iptables -t raw -A PREROUTING -i {intf} -j NFQUEUE --queue-num 0")
         # Set after the rules: they make sure conntrack is in use in this
         # netns (on kernels with modular nf_conntrack the sysctls appear then).
         commands += [
-            ["sysctl", "-w", f"net.netfilter.nf_conntrack_udp_timeout={self.udp_timeout}"],
-            ["sysctl", "-w",
-             f"net.netfilter.nf_conntrack_udp_timeout_stream={self.udp_timeout_stream}"],
+            f"sysctl -w net.netfilter.nf_conntrack_udp_timeout={self.udp_timeout}",
+            f"sysctl -w net.netfilter.nf_conntrack_udp_timeout_stream={self.udp_timeout_stream}",
         ]
         return commands
 
     def config(self, **params: Any) -> dict[str, Any]:
-        result = super().config(**params)
+        result: dict[str, Any] = super().config(**params)
         self.setIP(self.lan_ip, intf=self.lan)
-        for argv in self.nat_commands():
-            self.run(*argv)
+        if self.delay_ms:
+            self._start_delayq()
+        for command in self.nat_commands():
+            self.run(*command.split())
         # Read the timeouts back: they are per-netns, prove they took.
-        for key, want in (("nf_conntrack_udp_timeout", self.udp_timeout),
-                          ("nf_conntrack_udp_timeout_stream", self.udp_timeout_stream)):
+        for key, want in (
+            ("nf_conntrack_udp_timeout", self.udp_timeout),
+            ("nf_conntrack_udp_timeout_stream", self.udp_timeout_stream),
+        ):
             got = self.conntrack_sysctl(key)
             if got != want:
                 raise RuntimeError(f"{self.name}: {key} is {got}, wanted {want}")
@@ -288,21 +311,56 @@ class NATBox(Node):
     def conntrack_sysctl(self, key: str) -> int:
         return int(self.run("sysctl", "-n", f"net.netfilter.{key}").strip())
 
+    def _start_delayq(self, timeout_s: float = 10.0) -> None:
+        """Start delayq.py (NFQUEUE 0) in this netns; wait until it is bound."""
+        self.delayq = self.popen(
+            [
+                sys.executable,
+                os.path.join(_here(), "delayq.py"),
+                "--queue",
+                "0",
+                "--delay-ms",
+                str(self.delay_ms),
+                "--watch-pid",
+                str(self.pid),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.delayq.stdout is not None
+        readable, _, _ = select.select([self.delayq.stdout], [], [], timeout_s)
+        line = self.delayq.stdout.readline() if readable else b""
+        if line.strip() != b"ready":
+            self._stop_delayq()
+            raise RuntimeError(f"{self.name}: delayq.py did not start: {line!r}")
 
-class NatNetTopo(Topo):
+    def _stop_delayq(self) -> None:
+        if self.delayq is None:
+            return
+        if self.delayq.poll() is None:
+            self.delayq.terminate()
+            try:
+                self.delayq.wait(5)
+            except subprocess.TimeoutExpired:
+                self.delayq.kill()
+                self.delayq.wait(5)
+        for stream in (self.delayq.stdout, self.delayq.stderr):
+            if stream is not None:
+                stream.close()
+        self.delayq = None
+
+    def terminate(self) -> None:
+        self._stop_delayq()
+        super().terminate()
+
+
+class NatNetTopo(Topo):  # type: ignore[misc]  # mininet is untyped
     """One parametrised builder for every natnet network (see NetSpec)."""
 
-    def build(self, spec: NetSpec | None = None) -> None:  # type: ignore[override]
+    def build(self, spec: NetSpec | None = None) -> None:
         spec = spec or NetSpec()
         self.spec = spec
         internet = self.addSwitch("s0")
-        wan_link: dict[str, Any] = {}
-        if spec.wan_delay_ms or spec.wan_loss_pct:
-            wan_link["cls"] = TCLink
-            if spec.wan_delay_ms:
-                wan_link["delay"] = f"{spec.wan_delay_ms:g}ms"
-            if spec.wan_loss_pct:
-                wan_link["loss"] = spec.wan_loss_pct
         for n, nat in enumerate(spec.nats, start=1):
             name = spec.nat_name(n)
             self.addHost(
@@ -315,9 +373,11 @@ class NatNetTopo(Topo):
                 udp_timeout=nat.udp_timeout,
                 udp_timeout_stream=nat.udp_timeout_stream,
                 wan_input=nat.wan_input,
+                delay_ms=spec.wan_delay_ms,
+                loss_pct=spec.wan_loss_pct,
             )
             # WAN first: NATBox relies on port 0 = WAN, port 1 = LAN.
-            self.addLink(name, internet, intfName1=f"{name}-eth0", **wan_link)
+            self.addLink(name, internet, intfName1=f"{name}-eth0")
             lan = self.addSwitch(f"s{n}")
             self.addLink(name, lan, intfName1=f"{name}-eth1")
             for k in range(2, nat.hosts + 2):
@@ -337,6 +397,7 @@ class NatNetTopo(Topo):
 # ---------------------------------------------------------------------------
 # Building specs
 # ---------------------------------------------------------------------------
+
 
 def _per_nat(value: Any, count: int, what: str) -> list[Any]:
     if isinstance(value, (str, int, float)):
@@ -363,22 +424,20 @@ def seed_spec(
         nat_kinds = (nat_kinds,)
     count = len(nat_kinds)
     nats = tuple(
-        NatSpec(kind=kind, hosts=hosts, udp_timeout=timeout,
-                udp_timeout_stream=stream, wan_input=policy)
+        NatSpec(kind=kind, hosts=hosts, udp_timeout=timeout, udp_timeout_stream=stream, wan_input=policy)
         for kind, hosts, timeout, stream, policy in zip(
             nat_kinds,
             _per_nat(hosts_per_lan, count, "hosts_per_lan"),
             _per_nat(udp_timeout, count, "udp_timeout"),
             _per_nat(udp_timeout_stream, count, "udp_timeout_stream"),
             _per_nat(wan_input, count, "wan_input"),
+            strict=True,
         )
     )
-    return NetSpec(nats=nats, public_hosts=public_hosts,
-                   wan_delay_ms=wan_delay_ms, wan_loss_pct=loss_pct)
+    return NetSpec(nats=nats, public_hosts=public_hosts, wan_delay_ms=wan_delay_ms, wan_loss_pct=loss_pct)
 
 
-def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False,
-              **settings: Any) -> NetSpec:
+def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False, **settings: Any) -> NetSpec:
     """Two peers plus ``server``: pri1_2 behind nat1 and pri2_2 behind nat2,
     or with same_nat=True pri1_2 and pri1_3 both behind nat1 (kind1).
     Other keyword arguments are those of seed_spec."""
@@ -388,8 +447,7 @@ def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = Fals
     return seed_spec((kind1, kind2), hosts_per_lan=1, **settings)
 
 
-def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any],
-                       kwargs: dict[str, Any]) -> NetSpec:
+def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any], kwargs: dict[str, Any]) -> NetSpec:
     """Turn ``mn --topo name,arg,...,key=value`` arguments into a NetSpec.
 
     Positional args are the NAT kinds (their number sets the NAT count).
@@ -411,13 +469,15 @@ def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any],
     for n in range(1, count + 1):
         kind = str(args[n - 1]) if args else str(kw.pop(f"nat{n}", defaults.kind))
         kw.pop(f"nat{n}", None)
-        specs.append(NatSpec(
-            kind=kind,
-            hosts=int(kw.pop(f"nat{n}_hosts", defaults.hosts)),
-            udp_timeout=int(kw.pop(f"nat{n}_timeout", defaults.udp_timeout)),
-            udp_timeout_stream=int(kw.pop(f"nat{n}_stream", defaults.udp_timeout_stream)),
-            wan_input=str(kw.pop(f"nat{n}_wan_input", defaults.wan_input)),
-        ))
+        specs.append(
+            NatSpec(
+                kind=kind,
+                hosts=int(kw.pop(f"nat{n}_hosts", defaults.hosts)),
+                udp_timeout=int(kw.pop(f"nat{n}_timeout", defaults.udp_timeout)),
+                udp_timeout_stream=int(kw.pop(f"nat{n}_stream", defaults.udp_timeout_stream)),
+                wan_input=str(kw.pop(f"nat{n}_wan_input", defaults.wan_input)),
+            )
+        )
     spec = NetSpec(
         nats=tuple(specs),
         public_hosts=int(kw.pop("publics", publics)),
@@ -488,14 +548,58 @@ def _processes_in_netns(shell_pids: Sequence[int]) -> list[int]:
     """
     own = _netns_of(os.getpid())
     spaces = {ns for pid in shell_pids if (ns := _netns_of(pid)) and ns != own}
-    return [pid for pid in _all_pids()
-            if pid not in shell_pids and pid != os.getpid() and _netns_of(pid) in spaces]
+    return [pid for pid in _all_pids() if pid not in shell_pids and pid != os.getpid() and _netns_of(pid) in spaces]
 
 
-def kill_node_processes(net: Mininet) -> None:
-    """Stop every process running inside the network's nodes (not the shells)."""
+def _netns_interfaces(pid: int) -> list[str]:
+    """Interface names of pid's network namespace (from /proc/PID/net/dev)."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return []
+    return [line.split(":", 1)[0].strip() for line in lines if ":" in line]
+
+
+def _orphan_natnet_pids(is_ours: Callable[[str], bool]) -> list[int]:
+    """Processes whose netns holds a natnet node interface (NAME-ethN).
+
+    Finds what is left inside a node's namespace after its Mininet shell is
+    gone (e.g. the controlling Python process was SIGKILLed): such
+    processes keep the namespace, and with it the interfaces, alive.
+    """
+    own = _netns_of(os.getpid())
+    verdict: dict[str, bool] = {}
+    found = []
+    for pid in _all_pids():
+        ns = _netns_of(pid)
+        if ns is None or ns == own:
+            continue
+        if ns not in verdict:
+            verdict[ns] = any(
+                (m := re.fullmatch(r"(.+)-eth\d+", ifname)) is not None and is_ours(m.group(1))
+                for ifname in _netns_interfaces(pid)
+            )
+        if verdict[ns]:
+            found.append(pid)
+    return found
+
+
+def kill_node_processes(net: Mininet, rounds: int = 5) -> None:
+    """Stop every process running inside the network's nodes (not the shells).
+
+    Scans until a scan 0.1 s after the previous one finds nothing: a
+    host.popen() started just before may still be entering its netns
+    (mnexec -a) during the first scan.
+    """
     shells = [node.pid for node in net.hosts if node.shell and node.shell.poll() is None]
-    _kill_pids(_processes_in_netns(shells))
+    for round_ in range(rounds):
+        pids = _processes_in_netns(shells)
+        if pids:
+            _kill_pids(pids)
+        elif round_ > 0:
+            return
+        time.sleep(0.1)
 
 
 def _mininet_shells(names: set[str] | None) -> list[int]:
@@ -507,9 +611,8 @@ def _mininet_shells(names: set[str] | None) -> list[int]:
                 argv = f.read().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
-        if len(argv) >= 5 and argv[0].endswith(b"bash") and argv[-2] == b"-is" \
-                and argv[-1].startswith(b"mininet:"):
-            name = argv[-1][len(b"mininet:"):].decode(errors="replace")
+        if len(argv) >= 5 and argv[0].endswith(b"bash") and argv[-2] == b"-is" and argv[-1].startswith(b"mininet:"):
+            name = argv[-1][len(b"mininet:") :].decode(errors="replace")
             if (name in names) if names is not None else bool(_OUR_NODE.match(name)):
                 found.append(pid)
     return found
@@ -527,27 +630,36 @@ def cleanup(spec: NetSpec | None = None) -> None:
     """
     names = set(spec.node_names()) if spec else None
     switches = set(spec.switch_names()) if spec else None
+
+    def is_our_node(name: str) -> bool:
+        return name in names if names is not None else bool(_OUR_NODE.match(name))
+
+    def is_our_switch(name: str) -> bool:
+        return name in switches if switches is not None else bool(_OUR_SWITCH.match(name))
+
     shells = _mininet_shells(names)
     if shells:
         _kill_pids(_processes_in_netns(shells))
         _kill_pids(shells)
+    _kill_pids(_orphan_natnet_pids(is_our_node))
     for ifname in sorted(os.listdir("/sys/class/net")):
-        base = ifname.split("-eth")[0] if re.search(r"-eth\d+$", ifname) else None
-        is_bridge = os.path.isdir(f"/sys/class/net/{ifname}/bridge")
-        ours_bridge = is_bridge and (ifname in switches if switches is not None
-                                     else bool(_OUR_SWITCH.match(ifname)))
-        ours_veth = base is not None and (
-            (base in switches | names) if switches is not None and names is not None
-            else bool(_OUR_SWITCH.match(base) or _OUR_NODE.match(base)))
-        if ours_bridge or ours_veth:
-            subprocess.run(["ip", "link", "del", ifname], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=10)
+        veth = re.fullmatch(r"(.+)-eth\d+", ifname)
+        if os.path.isdir(f"/sys/class/net/{ifname}/bridge"):
+            ours = is_our_switch(ifname)
+        else:
+            ours = veth is not None and (is_our_switch(veth.group(1)) or is_our_node(veth.group(1)))
+        if ours:
+            subprocess.run(
+                ["ip", "link", "del", ifname],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+            )
 
 
 @contextlib.contextmanager
-def network(spec: NetSpec, *, log_level: str = "warning",
-            skip_fix_limits: bool = True) -> Iterator[Mininet]:
+def network(spec: NetSpec, *, log_level: str = "warning", skip_fix_limits: bool = True) -> Iterator[Mininet]:
     """Build and start the network of spec; always tear it down afterwards.
 
     skip_fix_limits: Mininet's first network normally runs fixLimits(),
@@ -560,8 +672,15 @@ def network(spec: NetSpec, *, log_level: str = "warning",
     if skip_fix_limits:
         Mininet.inited = True
     cleanup(spec)  # leftovers of an earlier run that was killed
-    net = Mininet(topo=NatNetTopo(spec=spec), switch=LinuxBridge, controller=None,
-                  link=Link, build=False, autoSetMacs=False, autoStaticArp=False)
+    net = Mininet(
+        topo=NatNetTopo(spec=spec),
+        switch=LinuxBridge,
+        controller=None,
+        link=Link,
+        build=False,
+        autoSetMacs=False,
+        autoStaticArp=False,
+    )
     try:
         net.build()
         net.start()
@@ -574,24 +693,22 @@ def network(spec: NetSpec, *, log_level: str = "warning",
             cleanup(spec)
 
 
-def seed_network(nat_kinds: Sequence[str] = ("cone", "cone"), *, log_level: str = "warning",
-                 **settings: Any) -> contextlib.AbstractContextManager[Mininet]:
+def seed_network(
+    nat_kinds: Sequence[str] = ("cone", "cone"), *, log_level: str = "warning", **settings: Any
+) -> contextlib.AbstractContextManager[Mininet]:
     """The seed network as a context manager; settings are seed_spec's."""
     return network(seed_spec(nat_kinds, **settings), log_level=log_level)
 
 
-def pair_network(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False,
-                 log_level: str = "warning",
-                 **settings: Any) -> contextlib.AbstractContextManager[Mininet]:
+def pair_network(
+    kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False, log_level: str = "warning", **settings: Any
+) -> contextlib.AbstractContextManager[Mininet]:
     """The pair network as a context manager; see pair_spec."""
-    return network(pair_spec(kind1, kind2, same_nat=same_nat, **settings),
-                   log_level=log_level)
+    return network(pair_spec(kind1, kind2, same_nat=same_nat, **settings), log_level=log_level)
 
 
 if __name__ == "__main__":
     # /usr/bin/python3 topologies/natnet.py [cleanup]: print the seed plan or clean up.
-    import sys
-
     if sys.argv[1:] == ["cleanup"]:
         cleanup()
     else:

@@ -69,8 +69,7 @@ def serve(port: int, echo: bool, lifetime: float) -> int:
                 if command["cmd"] == "quit":
                     return 0
                 if command["cmd"] == "send":
-                    sock.sendto(command["data"].encode(),
-                                (command["ip"], int(command["port"])))
+                    sock.sendto(command["data"].encode(), (command["ip"], int(command["port"])))
     return 0
 
 
@@ -92,14 +91,17 @@ class Datagram:
 class UdpAgent:
     """Remote control for one agent process inside a Mininet host."""
 
-    def __init__(self, host: Any, port: int, *, echo: bool = False,
-                 lifetime: float = 120.0, ready_timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: Any, port: int, *, echo: bool = False, lifetime: float = 120.0, ready_timeout: float = 5.0
+    ) -> None:
         self.host = host
         self.port = port
         self.proc: subprocess.Popen[bytes] = host.popen(
-            [PYTHON, AGENT_PATH, "--port", str(port), "--lifetime", str(lifetime)]
-            + (["--echo"] if echo else []),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [PYTHON, AGENT_PATH, "--port", str(port), "--lifetime", str(lifetime)] + (["--echo"] if echo else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self._buffer = b""
         event = self._next_event(ready_timeout)
         if not event or event.get("event") != "ready":
@@ -129,7 +131,8 @@ class UdpAgent:
                 return None
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        event: dict[str, Any] = json.loads(line)
+        return event
 
     def send(self, ip: str, port: int, data: str) -> None:
         assert self.proc.stdin is not None
