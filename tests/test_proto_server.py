@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natchat.proto import wire
 from natchat.proto.events import Deregistered, Disappeared, Moved, RegisteredEvent
-from natchat.proto.server import RendezvousServer
+from natchat.proto.server import PUNCH_LEAD_MARGIN, PUNCH_SWEEP_STEPS, RendezvousServer, sweep_offset
 from natchat.proto.wire import Addr, PeerInfo
 
 from .sim import tokens
@@ -61,8 +61,8 @@ def test_timeout_at_exactly_the_deadline_and_keepalive_refresh() -> None:
     srv = server(timeout=30.0)
     token = register(srv, "client5", C, now=0.0)
     assert srv.get_timer() == 30.0
-    replies = feed(srv, wire.KeepAlive(id="client5", token=token, ver=1), C, 20.0)
-    assert replies == [(wire.Alive(ver=1, pub=C), C)]
+    replies = feed(srv, wire.KeepAlive(id="client5", token=token, ver=1, rtt=0.0), C, 20.0)
+    assert replies == [(wire.Alive(ver=1, pub=C, now=20.0), C)]
     assert srv.get_timer() == 50.0
     srv.handle_timer(49.999)
     assert [p.id for p in srv.peers()] == ["client5"]
@@ -77,7 +77,7 @@ def test_sweeper_expires_in_order_of_silence() -> None:
     srv = server(timeout=10.0)
     ta = register(srv, "a", A, 0.0)
     register(srv, "b", B, 1.0)
-    feed(srv, wire.KeepAlive(id="a", token=ta, ver=0), A, 5.0)
+    feed(srv, wire.KeepAlive(id="a", token=ta, ver=0, rtt=0.0), A, 5.0)
     assert srv.get_timer() == 11.0  # b, silent since 1.0, goes first
     srv.handle_timer(11.0)
     assert [type(e) for e in events(srv)][-1] is Disappeared
@@ -127,8 +127,8 @@ def test_rebinding_moves_the_entry_instead_of_adding_one() -> None:
     register(srv, "client2", C)
     events(srv)
     moved = Addr("10.0.0.1", 61000)
-    replies = feed(srv, wire.KeepAlive(id="client1", token=token, ver=2), moved, 5.0)
-    assert (wire.Alive(ver=3, pub=moved), moved) in replies
+    replies = feed(srv, wire.KeepAlive(id="client1", token=token, ver=2, rtt=0.0), moved, 5.0)
+    assert (wire.Alive(ver=3, pub=moved, now=5.0), moved) in replies
     assert srv.peers() == [PeerInfo("client1", moved, PRIV), PeerInfo("client2", C, PRIV)]
     assert [e.line() for e in events(srv) if isinstance(e, Moved)] == ["client1 moved 10.0.0.1:53002 -> 10.0.0.1:61000"]
     # a registration with the token from yet another address does the same
@@ -139,7 +139,7 @@ def test_rebinding_moves_the_entry_instead_of_adding_one() -> None:
 
 def test_keepalive_from_an_unknown_session_is_told_to_register() -> None:
     srv = server()
-    replies = feed(srv, wire.KeepAlive(id="client1", token="a" * 32, ver=4), A, 0.0)
+    replies = feed(srv, wire.KeepAlive(id="client1", token="a" * 32, ver=4, rtt=0.0), A, 0.0)
     assert [m.code for m, _ in replies if isinstance(m, wire.Error)] == ["unknown_session"]
 
 
@@ -197,12 +197,14 @@ def test_snapshot_is_paged_under_the_datagram_limit() -> None:
 def test_punch_from_registered_sockets_tells_both_at_once() -> None:
     srv = server()
     ta = register(srv, "a", A)
-    register(srv, "b", C)
+    tb = register(srv, "b", C)
     srv.datagrams_to_send()
-    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=1, priv=PRIV), A, 1.0)
+    feed(srv, wire.KeepAlive(id="b", token=tb, ver=2, rtt=0.08), C, 0.5)  # b is far away
+    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=1, priv=PRIV, rtt=0.01), A, 1.0)
+    at = 1.0 + 0.08 + PUNCH_LEAD_MARGIN  # both go's arrive in time for one shared moment
     assert replies == [
-        (wire.PunchGo(peer=PeerInfo("b", C, PRIV), attempt=1), A),
-        (wire.PunchGo(peer=PeerInfo("a", A, PRIV), attempt=1), C),
+        (wire.PunchGo(peer=PeerInfo("b", C, PRIV), attempt=1, at=at), A),
+        (wire.PunchGo(peer=PeerInfo("a", A, PRIV), attempt=1, at=at), C),
     ]
 
 
@@ -213,18 +215,26 @@ def test_punch_from_fresh_sockets_waits_for_both_then_tells_both() -> None:
     srv.datagrams_to_send()
     a2, b2 = Addr("10.0.0.1", 40001), Addr("10.0.0.2", 40002)
     pa, pb = Addr("192.168.1.2", 5555), Addr("192.168.2.2", 6666)
-    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=2, priv=pa), a2, 1.0)
+    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=2, priv=pa, rtt=0.0), a2, 1.0)
     assert replies == [(wire.PunchInvite(peer="a", attempt=2), C)]
-    replies = feed(srv, wire.PunchRequest(id="b", token=tb, peer="a", attempt=2, priv=pb), b2, 1.1)
+    replies = feed(srv, wire.PunchRequest(id="b", token=tb, peer="a", attempt=2, priv=pb, rtt=0.0), b2, 1.1)
     assert sorted(replies, key=lambda r: r[1].port) == [
-        (wire.PunchGo(peer=PeerInfo("b", b2, pb), attempt=2), a2),
-        (wire.PunchGo(peer=PeerInfo("a", a2, pa), attempt=2), b2),
+        (wire.PunchGo(peer=PeerInfo("b", b2, pb), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN + 20e-6), a2),
+        (wire.PunchGo(peer=PeerInfo("a", a2, pa), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN - 20e-6), b2),
     ]
     assert [p.pub for p in srv.peers()] == [A, C]  # punching sockets do not move the registration
+
+
+def test_successive_attempts_sweep_the_start_difference() -> None:
+    offsets = [sweep_offset(n) for n in range(1, 2 * PUNCH_SWEEP_STEPS + 3)]
+    assert offsets[:5] == [0.0, 40e-6, -40e-6, 80e-6, -80e-6]
+    assert max(offsets) == -min(offsets) == PUNCH_SWEEP_STEPS * 40e-6
+    assert len(set(offsets)) == 2 * PUNCH_SWEEP_STEPS + 1  # every step once per cycle
+    assert offsets[2 * PUNCH_SWEEP_STEPS + 1] == 0.0  # then again from the start
 
 
 def test_punch_to_unknown_peer_is_an_error() -> None:
     srv = server()
     ta = register(srv, "a", A)
-    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="ghost", attempt=1, priv=PRIV), A, 1.0)
+    replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="ghost", attempt=1, priv=PRIV, rtt=0.0), A, 1.0)
     assert replies == [(wire.Error(code="unknown_peer", msg="ghost is not registered"), A)]

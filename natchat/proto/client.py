@@ -47,7 +47,10 @@ class ClientConfig:
     deliver_within: float = 10.0
     """A chat message not acknowledged within this many seconds is reported as undeliverable."""
     attempt_time: float = 1.5
-    """How long one hole-punching attempt probes before the next starts from a fresh port."""
+    """The longest one hole-punching attempt probes before the next starts from a fresh port; on a fast
+    path attempts are shorter (``attempt_rtts`` round trips to the server, at least ``attempt_min``)."""
+    attempt_rtts: float = 10.0
+    attempt_min: float = 0.1
     probe_interval: float = 0.1
     retransmit_first: float = 0.3
     retransmit_max: float = 2.0
@@ -66,6 +69,8 @@ class Send:
     sock: int
     data: bytes
     addr: Addr
+    not_before: float | None = None
+    """Hold the datagram until this time (sub-millisecond: the shell spins rather than sleeps)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,13 @@ class ClientSession:
         self._keepalive_at = 0.0
         self._keepalive_gap = 1.0
         self._keepalive_unanswered = False
+        self._warmup = 0.25
+        self._probe_sent_at: float | None = None  # a registration or keepalive not retransmitted yet
+        self.srtt: float | None = None
+        """Smoothed round-trip time to the server (from first transmissions only, as Karn says)."""
+        self.clock_offset: float | None = None
+        """The server's clock minus ours, from the exchange with the shortest round trip (as NTP does)."""
+        self._offset_rtt = float("inf")
         self._leave_by = 0.0
         # the peer list: a mirror of the server's registry at version ``_ver`` (None: not yet known)
         self._peers: dict[str, PeerInfo] = {}
@@ -200,7 +212,10 @@ class ClientSession:
             return None
         if self.state is State.LEAVING:
             return min(self._retry_at, self._leave_by)
-        timers = [self._retry_at if self.state is State.REGISTERING else self._keepalive_at]
+        if self.state is State.REGISTERING:
+            timers = [self._retry_at]
+        else:
+            timers = [self._keepalive_at, self._last_from_server + self._lost_after]
         if not self._ever_registered and self.config.register_within is not None:
             timers.append(self._started_at + self.config.register_within)
         if self._sync_at is not None:
@@ -232,7 +247,7 @@ class ClientSession:
         link = self._links.get(self._sock_owner.get(sock, ""))
         if link is not None and link.sock == sock and link.phase is Phase.OPENING:
             link.phase = Phase.ASKING
-            link.attempt_ends = now + self.config.attempt_time
+            link.attempt_ends = now + self.attempt_time
             self._ask(link, now)
 
     def chat(self, peer: str, text: str, now: float) -> None:
@@ -297,7 +312,7 @@ class ClientSession:
             self._register(now)
         elif self.state is State.REGISTERED:
             silent = now - self._last_from_server
-            if silent >= 2 * self.keepalive + 1:
+            if silent >= self._lost_after:
                 self._lost(f"no answer from the server for {silent:.0f} s", now)
             elif now >= self._keepalive_at:
                 self._send_keepalive(now)
@@ -312,14 +327,18 @@ class ClientSession:
         self._last_from_server = now
         match msg:
             case wire.Registered(token=token, pub=pub, timeout=timeout) if self.state is State.REGISTERING:
+                self.clock_offset, self._offset_rtt = None, float("inf")  # perhaps a new server, a new clock
+                self._rtt_sample(now, msg.now)
                 self.token, self.pub, self.state = token, pub, State.REGISTERED
                 self.keepalive = min(self.config.keepalive, timeout / 3)
                 self._events.append(Joined(pub, again=self._ever_registered))
                 self._ever_registered = True
                 self._ver = None  # the snapshot that follows is authoritative
-                self._keepalive_at = now + self.keepalive
+                self._warmup = 0.25  # the first keepalives come sooner: more samples of the clock offset
+                self._keepalive_at = now + min(self._warmup, self.keepalive)
                 self._sync_at = now + 1.0  # in case the snapshot is lost
             case wire.Alive(ver=ver, pub=pub) if self.state is State.REGISTERED:
+                self._rtt_sample(now, msg.now)
                 self.pub = pub
                 self._keepalive_unanswered = False
                 self._keepalive_gap = 1.0
@@ -332,8 +351,8 @@ class ClientSession:
                 self._on_page(msg, now)
             case wire.ListDelta(changes=changes):
                 self._on_delta(changes, now)
-            case wire.PunchGo(peer=peer, attempt=attempt) if peer.id in self._peers:
-                self._on_go(peer, attempt, sock, now)
+            case wire.PunchGo(peer=peer, attempt=attempt, at=at) if peer.id in self._peers:
+                self._on_go(peer, attempt, sock, self._local_time(at, now), now)
             case wire.PunchInvite(peer=peer, attempt=attempt) if peer in self._peers:
                 self._on_invite(peer, attempt, now)
             case wire.Error(code=code, msg=text):
@@ -357,8 +376,34 @@ class ClientSession:
 
     def _register(self, now: float) -> None:
         self._send(MAIN, wire.Register(id=self.id, priv=self.priv, token=self.token), self.server)
+        self._probe_sent_at = now if self._retry_gap == 0.5 else None
         self._retry_at = now + self._retry_gap
         self._retry_gap = min(self._retry_gap * 2, max(self.keepalive, 1.0))
+
+    def _rtt_sample(self, now: float, server_now: float) -> None:
+        """A reply to our last (not retransmitted) request: learn the round trip and the clock offset."""
+        if self._probe_sent_at is None:
+            return
+        sample = now - self._probe_sent_at
+        self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+        if sample <= self._offset_rtt:  # the server read its clock about half way through the round trip
+            self.clock_offset = server_now - (self._probe_sent_at + now) / 2
+            self._offset_rtt = sample
+        self._probe_sent_at = None
+
+    @property
+    def _lost_after(self) -> float:
+        """Silence from the server after which it counts as lost (two keepalives and a second)."""
+        return 2 * self.keepalive + 1
+
+    @property
+    def attempt_time(self) -> float:
+        """How long a punching attempt lasts: long enough for a few round trips, short enough that a
+        failed one (the conntrack trap) is soon retried from fresh ports."""
+        cfg = self.config
+        if self.srtt is None:
+            return cfg.attempt_time
+        return min(cfg.attempt_time, max(cfg.attempt_min, cfg.attempt_rtts * self.srtt))
 
     def _lost(self, reason: str, now: float) -> None:
         self._events.append(ServerLost(reason))
@@ -368,12 +413,16 @@ class ClientSession:
 
     def _send_keepalive(self, now: float) -> None:
         assert self.token is not None
-        self._send(MAIN, wire.KeepAlive(id=self.id, token=self.token, ver=self._ver or 0), self.server)
+        ka = wire.KeepAlive(id=self.id, token=self.token, ver=self._ver or 0, rtt=self.srtt or 0.0)
+        self._send(MAIN, ka, self.server)
         if self._keepalive_unanswered:  # the last one went unanswered: try again sooner
             self._keepalive_at = now + min(self._keepalive_gap, self.keepalive)
             self._keepalive_gap *= 2
+            self._probe_sent_at = None
         else:
-            self._keepalive_at = now + self.keepalive
+            self._warmup *= 2
+            self._keepalive_at = now + min(self._warmup, self.keepalive)
+            self._probe_sent_at = now
         self._keepalive_unanswered = True
 
     def _send_leave(self, now: float) -> None:
@@ -450,7 +499,7 @@ class ClientSession:
         self._use_socket(link, MAIN if not fresh else None)
         if link.sock == MAIN:
             link.phase = Phase.ASKING
-            link.attempt_ends = now + self.config.attempt_time
+            link.attempt_ends = now + self.attempt_time
             self._ask(link, now)
         else:
             link.phase = Phase.OPENING
@@ -473,22 +522,41 @@ class ClientSession:
         if self.token is None:
             return  # registering again; ask once the server knows us
         req = wire.PunchRequest(
-            id=self.id, token=self.token, peer=link.peer, attempt=link.attempt, priv=self._sock_local[link.sock]
+            id=self.id,
+            token=self.token,
+            peer=link.peer,
+            attempt=link.attempt,
+            priv=self._sock_local[link.sock],
+            rtt=self.srtt or 0.0,
         )
         self._send(link.sock, req, self.server)
 
-    def _on_go(self, peer: PeerInfo, attempt: int, sock: int, now: float) -> None:
+    def _local_time(self, server_time: float, now: float) -> float:
+        """``server_time`` on our clock; now, if the offset is unknown or the time is not in (now, now+2s)."""
+        if self.clock_offset is None:
+            return now
+        local = server_time - self.clock_offset
+        return local if now < local < now + 2.0 else now
+
+    def _on_go(self, peer: PeerInfo, attempt: int, sock: int, start: float, now: float) -> None:
         link = self._link(peer.id)
         if attempt < link.attempt or (attempt == link.attempt and link.phase is Phase.PROBING):
             return  # stale, or a duplicate
+        same_nat = self.pub is not None and peer.pub.host == self.pub.host
+        candidates = [peer.priv] if same_nat else [peer.pub]
+        if link.phase is Phase.UP and sock == link.sock and now - link.last_heard < self.config.path_dead_after:
+            # The path works (the peer's probe beat the server's go here): answer toward the candidates
+            # too, so that the peer hears us on whichever address it is listening, and keep the path.
+            link.attempt, link.candidates = attempt, candidates
+            self._probe(link, now)
+            return
         if sock != link.sock:
             self._use_socket(link, sock)
         link.attempt = attempt
         link.phase = Phase.PROBING
-        link.attempt_ends = max(link.attempt_ends, now + self.config.attempt_time)
-        same_nat = self.pub is not None and peer.pub.host == self.pub.host
-        link.candidates = [peer.priv] if same_nat else [peer.pub]
-        self._probe(link, now)
+        link.attempt_ends = max(link.attempt_ends, start + self.attempt_time)
+        link.candidates = candidates
+        self._probe(link, start, first=True)
 
     def _on_invite(self, peer: str, attempt: int, now: float) -> None:
         link = self._link(peer)
@@ -497,11 +565,12 @@ class ClientSession:
         elif attempt == link.attempt and link.phase is Phase.ASKING:
             self._ask(link, now)  # our request may have been lost
 
-    def _probe(self, link: _Link, now: float) -> None:
-        probe = wire.Probe(src=self.id, dst=link.peer, attempt=link.attempt)
+    def _probe(self, link: _Link, at: float, *, first: bool = False) -> None:
+        """Probe every candidate; the first probe of an attempt leaves at ``at`` (the agreed moment)."""
+        probe = wire.encode(wire.Probe(src=self.id, dst=link.peer, attempt=link.attempt))
         for addr in link.candidates:
-            self._send(link.sock, probe, addr)
-        link.next_action = now + self.config.probe_interval
+            self._actions.append(Send(link.sock, probe, addr, not_before=at if first else None))
+        link.next_action = at + self.config.probe_interval
 
     def _link_timer(self, link: _Link, now: float) -> None:
         for out in list(link.outbox.values()):
@@ -560,6 +629,7 @@ class ClientSession:
             return
         match msg:
             case wire.Probe(src=src, dst=self.id, attempt=attempt, ack=ack) if src in self._peers:
+                self._link(src).attempt = max(self._link(src).attempt, attempt)
                 link = self._heard(src, sock, addr, now)
                 if not ack:
                     self._send(sock, wire.Probe(src=self.id, dst=src, attempt=attempt, ack=True), addr)

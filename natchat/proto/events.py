@@ -122,7 +122,8 @@ class PathUp:
     attempt: int
 
     def line(self) -> str:
-        return f"path to {self.peer} is up via {self.addr} (attempt {self.attempt})"
+        how = f"attempt {self.attempt}" if self.attempt else "the peer reached us first"
+        return f"path to {self.peer} is up via {self.addr} ({how})"
 
 
 @dataclass(frozen=True, slots=True)

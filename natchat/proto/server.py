@@ -33,6 +33,25 @@ DELTA_LOG = 4096
 PUNCH_RENDEZVOUS_TTL = 10.0
 """How long a half-joined punching attempt waits for the other peer."""
 
+PUNCH_LEAD_MARGIN = 0.02
+"""Seconds added to the slower peer's round-trip time to schedule a punch (``PunchGo.at``)."""
+
+PUNCH_SWEEP_STEP = 40e-6
+PUNCH_SWEEP_STEPS = 8
+"""Successive attempts move the two peers' start times apart by 0, +-40, +-80 ... +-320 microseconds.
+
+Between nearby NATs the two first probes must cross within tens of microseconds. The peers' estimates
+of the server's clock are good to about a hundred microseconds, and the error is much the same from one
+attempt to the next; sweeping the difference turns a systematic miss into a hit within a few attempts.
+"""
+
+
+def sweep_offset(attempt: int) -> float:
+    """The start-time difference (first peer minus second, by ID order) for punching attempt ``attempt``."""
+    index = (attempt - 1) % (2 * PUNCH_SWEEP_STEPS + 1)
+    magnitude = (index + 1) // 2
+    return (magnitude if index % 2 else -magnitude) * PUNCH_SWEEP_STEP
+
 
 _SILENT = frozenset({"malformed", "unexpected"})
 """Refusals not answered unless the sender is registered: garbage from strangers gets no reply."""
@@ -43,6 +62,7 @@ class _Entry:
     info: PeerInfo
     token: str
     last_seen: float
+    rtt: float = 0.0  # as the client last reported it
 
 
 @dataclass(slots=True)
@@ -122,10 +142,11 @@ class RendezvousServer:
         match msg:
             case wire.Register():
                 self._on_register(msg, addr, now)
-            case wire.KeepAlive(id=cid, token=token):
+            case wire.KeepAlive(id=cid, token=token, rtt=rtt):
                 if (entry := self._authenticate(cid, token, addr)) is not None:
                     self._touch(entry, now)
-                    self._send(wire.Alive(ver=self.version, pub=entry.info.pub), addr)
+                    entry.rtt = rtt
+                    self._send(wire.Alive(ver=self.version, pub=entry.info.pub, now=now), addr)
             case wire.Deregister(id=cid, token=token):
                 if (entry := self._authenticate(cid, token, addr)) is not None:
                     self._remove(cid)
@@ -160,7 +181,8 @@ class RendezvousServer:
             self._by_addr[addr] = msg.id
             self._events.append(RegisteredEvent(entry.info))
             self._record(Change(self.version + 1, False, entry.info), skip=msg.id)
-        self._send(wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout), addr)
+        reply = wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout, now=now)
+        self._send(reply, addr)
         self._send_snapshot(addr)
 
     def _on_punch_request(self, msg: wire.PunchRequest, addr: Addr, now: float) -> None:
@@ -168,16 +190,23 @@ class RendezvousServer:
         if entry is None:
             return
         self._touch(entry, now)  # any proof of life counts; the source need not be its registered socket
+        entry.rtt = msg.rtt
         peer = self._entries.get(msg.peer)
         if peer is None or peer is entry:
             self._send(wire.Error(code="unknown_peer", msg=f"{msg.peer} is not registered"), addr)
             return
         me = PeerInfo(entry.info.id, addr, msg.priv)
+        # Both first probes must cross between the NATs: name one moment for both, late enough for
+        # both go's to arrive (a round trip of the slower peer, plus a margin) and for this server to
+        # be idle again, so that neither peer waits for a CPU at that moment.
+        at = now + max(entry.rtt, peer.rtt) + PUNCH_LEAD_MARGIN
+        half = sweep_offset(msg.attempt) / 2
+        at_of = {min(entry.info.id, peer.info.id): at + half, max(entry.info.id, peer.info.id): at - half}
         if addr == entry.info.pub:
             # From the registered socket: both sides punch from the sockets they registered with, which
             # the server already knows. Tell both now, in the same breath, so their first datagrams cross.
-            self._send(wire.PunchGo(peer=peer.info, attempt=1), addr)
-            self._send(wire.PunchGo(peer=me, attempt=1), peer.info.pub)
+            self._send(wire.PunchGo(peer=peer.info, attempt=msg.attempt, at=at_of[me.id]), addr)
+            self._send(wire.PunchGo(peer=me, attempt=msg.attempt, at=at_of[peer.info.id]), peer.info.pub)
             return
         # Later attempts use fresh sockets on both sides; wait until both have spoken from theirs.
         low, high = sorted((entry.info.id, peer.info.id))
@@ -192,7 +221,8 @@ class RendezvousServer:
             return
         del self._rendezvous[key]
         for a, b in ((entry.info.id, peer.info.id), (peer.info.id, entry.info.id)):
-            self._send(wire.PunchGo(peer=PeerInfo(b, rv.addrs[b], rv.privs[b]), attempt=msg.attempt), rv.addrs[a])
+            go = wire.PunchGo(peer=PeerInfo(b, rv.addrs[b], rv.privs[b]), attempt=msg.attempt, at=at_of[a])
+            self._send(go, rv.addrs[a])
 
     def _authenticate(self, client_id: str, token: str, addr: Addr, *, moving: bool = True) -> _Entry | None:
         entry = self._entries.get(client_id)

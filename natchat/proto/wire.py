@@ -27,6 +27,9 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 Counter = Annotated[int, Meta(ge=0, le=2**53)]
 Attempt = Annotated[int, Meta(ge=1, le=1000)]
 Text = Annotated[str, Meta(min_length=1, max_length=1000)]
+Seconds = Annotated[float, Meta(ge=0, le=3600)]
+Clock = Annotated[float, Meta(ge=-1e12, le=1e12)]
+"""A reading of the sender's own clock (seconds; its origin is arbitrary)."""
 
 
 class WireError(ValueError):
@@ -82,6 +85,8 @@ class KeepAlive(Message, tag="keepalive", frozen=True):
     token: Token
     ver: Counter
     """The registry version the client's list is at; the reply tells it whether it is behind."""
+    rtt: Seconds
+    """The client's smoothed round-trip time to the server (0: not measured yet)."""
 
 
 class Deregister(Message, tag="deregister", frozen=True):
@@ -108,6 +113,7 @@ class PunchRequest(Message, tag="punch_req", frozen=True):
     peer: ClientId
     attempt: Attempt
     priv: Addr
+    rtt: Seconds
 
 
 # --- server -> client -------------------------------------------------------------------------------
@@ -118,6 +124,8 @@ class Registered(Message, tag="registered", frozen=True):
     token: Token
     pub: Addr
     timeout: Annotated[float, Meta(gt=0, le=86400)]
+    now: Clock
+    """The server's clock when it sent this (with ``alive``, lets clients estimate the clock offset)."""
 
 
 class Alive(Message, tag="alive", frozen=True):
@@ -125,6 +133,7 @@ class Alive(Message, tag="alive", frozen=True):
 
     ver: Counter
     pub: Addr
+    now: Clock
 
 
 class Bye(Message, tag="bye", frozen=True):
@@ -156,13 +165,15 @@ class PunchInvite(Message, tag="punch_invite", frozen=True):
 
 
 class PunchGo(Message, tag="punch_go", frozen=True):
-    """Start punching toward ``peer`` now, from the socket this arrived on.
+    """Start punching toward ``peer`` from the socket this arrived on, at the server's time ``at``.
 
-    ``peer.pub`` is the address the server saw the peer's punching socket at.
+    ``peer.pub`` is the address the server saw the peer's punching socket at. Both peers get the same
+    ``at``, far enough ahead for both to have this by then; each converts it to its own clock.
     """
 
     peer: PeerInfo
     attempt: Attempt
+    at: Clock
 
 
 class Error(Message, tag="error", frozen=True):
