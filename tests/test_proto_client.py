@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from natchat.proto import wire
-from natchat.proto.client import MAIN, ClientConfig, State, UnknownPeer
+from natchat.proto.client import MAIN, ClientConfig, Send, State, UnknownPeer
 from natchat.proto.events import ChatReceived, DeliveryFailed, Joined, Left, Refused, ServerLost
 from natchat.proto.wire import Addr
 
@@ -310,3 +310,41 @@ def test_rebinding_reaches_the_peers() -> None:
     assert sim.registry()[0] == ("a", f"10.0.0.1:{old.port + 5000}")
     assert sim.lists()["b"] == sim.registry()
     assert a.session.pub == Addr("10.0.0.1", old.port + 5000)
+
+
+def test_receiver_that_lost_its_state_resumes_at_the_senders_base() -> None:
+    """After a server restart the receiver may register again first, see a list without the sender,
+    and forget its stream; the sender goes on numbering. Nothing may be held forever or lost."""
+    sim = Sim(config=ClientConfig(keepalive=1, deliver_within=10))
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    a.session.chat("b", "before", sim.now)
+    sim.run(1)
+    assert chats(b) == ["From a [before]"]
+    a_addr = a.public(MAIN)
+    sim.drop = lambda src, dst, data: a_addr in (src, dst)  # a is paused (SIGSTOP)
+    sim.restart_server()
+    sim.run(4)
+    assert sim.lists()["b"] == [("b", str(b.public(MAIN)))]  # b forgot a, and its stream
+    sim.drop = lambda *_: False
+    sim.run(4)
+    assert [cid for cid, _ in sim.lists()["b"]] == ["b", "a"]
+    a.session.chat("b", "after", sim.now)
+    a.session.chat("b", "and more", sim.now)
+    sim.run(3)
+    assert chats(b) == ["From a [before]", "From a [after]", "From a [and more]"]
+    assert not [e for e in a.events if isinstance(e, DeliveryFailed)]
+
+
+def test_messages_too_far_ahead_are_not_acknowledged() -> None:
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    a.session.chat("b", "one", sim.now)
+    sim.run(1)
+    far = wire.Chat(src="a", dst="b", stream=a.session._links["b"].stream, base=1, seq=10_000, text="x")
+    b.session.receive_datagram(wire.encode(far), MAIN, a.public(MAIN), sim.now)
+    assert not [act for act in b.session.actions() if isinstance(act, Send)]
+    assert chats(b) == ["From a [one]"]

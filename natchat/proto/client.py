@@ -255,7 +255,7 @@ class ClientSession:
         if peer not in self._peers or peer == self.id:
             raise UnknownPeer(peer)
         link = self._link(peer)
-        probe = wire.Chat(src=self.id, dst=peer, stream=2**53, seq=2**53, text=text)
+        probe = wire.Chat(src=self.id, dst=peer, stream=2**53, base=2**53, seq=2**53, text=text)
         if wire.encoded_size(probe) > wire.MAX_DATAGRAM:
             raise MessageTooLong(f"{len(text.encode())} bytes")
         seq = link.next_seq
@@ -609,7 +609,8 @@ class ClientSession:
             else:
                 out.interval = min(out.interval * 2, self.config.retransmit_max)
             out.next_tx = now + out.interval
-            msg = wire.Chat(src=self.id, dst=link.peer, stream=link.stream, seq=out.seq, text=out.text)
+            base = next(iter(link.outbox))  # the outbox is in seq order
+            msg = wire.Chat(src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, text=out.text)
             self._send(link.sock, msg, link.addr)
 
     def _fail_all(self, link: _Link, reason: str, now: float) -> None:
@@ -633,16 +634,9 @@ class ClientSession:
                 link = self._heard(src, sock, addr, now)
                 if not ack:
                     self._send(sock, wire.Probe(src=self.id, dst=src, attempt=attempt, ack=True), addr)
-            case wire.Chat(src=src, dst=self.id, stream=stream, seq=seq, text=text) if src in self._peers:
+            case wire.Chat(src=src, dst=self.id, stream=stream, base=base, seq=seq, text=text) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
-                self._send(sock, wire.ChatAck(src=self.id, dst=src, stream=stream, seq=seq), addr)
-                if link.rx_stream != stream:
-                    link.rx_stream, link.rx_next, link.rx_held = stream, 1, {}
-                if link.rx_next <= seq < link.rx_next + 4 * self.config.window:
-                    link.rx_held[seq] = text
-                while link.rx_next in link.rx_held:
-                    self._events.append(ChatReceived(src, link.rx_held.pop(link.rx_next)))
-                    link.rx_next += 1
+                self._receive_chat(link, sock, addr, stream, base, seq, text)
             case wire.ChatAck(src=src, dst=self.id, stream=stream, seq=seq) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
                 if stream == link.stream:
@@ -651,6 +645,23 @@ class ClientSession:
                 self.dropped += 1
                 return
         self._pump(link, now)
+
+    def _receive_chat(self, link: _Link, sock: int, addr: Addr, stream: int, base: int, seq: int, text: str) -> None:
+        """Show messages once each and in order; acknowledge only what was shown or is held for showing."""
+        if link.rx_stream != stream:  # a new stream (or we lost our state): it resumes at the sender's base
+            link.rx_stream, link.rx_next, link.rx_held = stream, base, {}
+        elif base > link.rx_next:  # the sender saw everything before base acknowledged: shown already
+            link.rx_held = {s: t for s, t in link.rx_held.items() if s >= base}
+            link.rx_next = base
+        if seq >= link.rx_next + 4 * self.config.window:
+            self.dropped += 1  # too far ahead to hold: not acknowledged, so it will come again
+            return
+        if seq >= link.rx_next:
+            link.rx_held[seq] = text
+        self._send(sock, wire.ChatAck(src=self.id, dst=link.peer, stream=stream, seq=seq), addr)
+        while link.rx_next in link.rx_held:
+            self._events.append(ChatReceived(link.peer, link.rx_held.pop(link.rx_next)))
+            link.rx_next += 1
 
     def _heard(self, peer: str, sock: int, addr: Addr, now: float) -> _Link:
         """A datagram from ``peer`` arrived: that socket and source address are a working path."""

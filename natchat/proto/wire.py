@@ -194,11 +194,16 @@ class Probe(Message, tag="probe", frozen=True):
 
 
 class Chat(Message, tag="chat", frozen=True):
-    """Message ``seq`` of stream ``stream`` from ``src`` to ``dst``. Streams start at seq 1."""
+    """Message ``seq`` of stream ``stream`` from ``src`` to ``dst``. Streams start at seq 1.
+
+    ``base`` is the lowest seq the sender has not seen acknowledged: everything before it was shown. A
+    receiver that lost its state (it restarted, or the peer briefly left its list) resumes there.
+    """
 
     src: ClientId
     dst: ClientId
     stream: Counter
+    base: Counter
     seq: Counter
     text: Text
 
