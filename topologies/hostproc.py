@@ -23,7 +23,7 @@ NATCHAT = os.environ.get("NATCHAT_BIN", os.path.join(REPO, ".venv", "bin", "natc
 
 @dataclass
 class Transcript:
-    """Everything typed (``>``) and printed (``|`` stdout, ``!`` stderr), in order, by whom."""
+    """Everything started (``$``), typed (``>``) and printed (``|`` stdout, ``!`` stderr), by whom."""
 
     start: float = field(default_factory=time.monotonic)
     lines: list[tuple[float, str, str, str]] = field(default_factory=list)
@@ -56,6 +56,8 @@ class HostProc:
         self.host = host
         self.name = name or host.name
         self.transcript = transcript
+        shown = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))
+        transcript.add(self.name, "$", f"[on {host.name} {host.IP()}] {shown}")
         self.proc: subprocess.Popen[bytes] = host.popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -147,6 +149,7 @@ class HostProc:
         return self.proc.returncode
 
     def signal(self, sig: int) -> None:
+        self.transcript.add(self.name, "!", f"[sent {signal.Signals(sig).name}]")
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 

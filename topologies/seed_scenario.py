@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             sc.rows.append(Row("setup", False, 0.0, traceback.format_exc(limit=3).strip().splitlines()[-1]))
             traceback.print_exc()
     print_table(sc)
+    if args.demo:
+        print("($: a program started on a host, >: typed, |: printed on stdout, !: on stderr or a signal)")
     if args.transcript:
         with open(args.transcript, "w") as f:
             f.write(transcript.dump() + "\n")
