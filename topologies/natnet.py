@@ -668,6 +668,41 @@ def network(spec: NetSpec, *, log_level: str = "warning", skip_fix_limits: bool 
     """
     if os.geteuid() != 0:
         raise PermissionError("Mininet networks need root")
+    with _one_network_at_a_time():
+        yield from _network(spec, log_level=log_level, skip_fix_limits=skip_fix_limits)
+
+
+LOCK_PATH = "/run/natnet.lock"
+LOCK_WAIT_S = 1200.0
+
+
+@contextlib.contextmanager
+def _one_network_at_a_time() -> Iterator[None]:
+    """Node names are fixed, and cleanup() removes whatever carries them: two networks built at once
+    would tear each other down. Queue behind any other natnet network on this machine (bounded)."""
+    import fcntl
+
+    with open(LOCK_PATH, "w") as lock:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another natnet network held {LOCK_PATH} for {LOCK_WAIT_S:g} s") from None
+                if not told:
+                    print(f"natnet: waiting for another network on this machine ({LOCK_PATH})", file=sys.stderr)
+                    told = True
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _network(spec: NetSpec, *, log_level: str, skip_fix_limits: bool) -> Iterator[Mininet]:
     setLogLevel(log_level)
     if skip_fix_limits:
         Mininet.inited = True
