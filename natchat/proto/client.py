@@ -601,6 +601,7 @@ class ClientSession:
     def _pump(self, link: _Link, now: float) -> None:
         """(Re)transmit what is due on an up path, at most ``window`` messages in flight."""
         assert link.addr is not None
+        base = next(iter(link.outbox), link.next_seq)  # the outbox is in seq order: its oldest unacknowledged
         for out in list(link.outbox.values())[: self.config.window]:
             if out.sent_at is None:
                 out.sent_at, out.interval = now, self.config.retransmit_first
@@ -609,7 +610,6 @@ class ClientSession:
             else:
                 out.interval = min(out.interval * 2, self.config.retransmit_max)
             out.next_tx = now + out.interval
-            base = next(iter(link.outbox))  # the outbox is in seq order
             msg = wire.Chat(src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, text=out.text)
             self._send(link.sock, msg, link.addr)
 
