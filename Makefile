@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Mininet and the tools the real-NAT tests use (Debian packages; bridge-utils for --switch lxbr)
-MININET_PKGS := mininet bridge-utils iptables iproute2 iputils-ping tcpdump conntrack
-MININET_TOOLS := mn mnexec brctl iptables conntrack tcpdump ip ping
+# Debian packages the tests use: Mininet and its tools for the real-NAT tests (bridge-utils for
+# --switch lxbr), and coturn's turnutils_stunclient as a third-party STUN client
+MININET_PKGS := mininet bridge-utils iptables iproute2 iputils-ping tcpdump conntrack coturn
+MININET_TOOLS := mn mnexec brctl iptables conntrack tcpdump ip ping turnutils_stunclient
 DEBIAN_PYTHON := /usr/bin/python3
 
 .PHONY: install mininet-deps demo demo-loopback test mininet-test lint check clean
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-## Debian packages for the Mininet tests, installed only when missing (needs root; skipped otherwise)
+## Debian packages for the Mininet and STUN tests, installed only when missing (needs root; skipped otherwise)
 mininet-deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "mininet-deps: not root, not installing (the Mininet tests will be skipped)"; exit 0; fi; \
 	missing=0; for tool in $(MININET_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
@@ -54,6 +55,7 @@ mininet-test: install mininet-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make mininet-test needs root (network namespaces)"; exit 1; }
 	$(DEBIAN_PYTHON) topologies/check_nat.py
 	$(DEBIAN_PYTHON) topologies/seed_scenario.py --pairs 20
+	$(BIN)/python -m pytest -q tests/mininet/test_probe.py
 
 lint: install
 	$(BIN)/ruff check natchat tests scripts topologies

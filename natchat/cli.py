@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
@@ -12,7 +13,9 @@ import typer
 
 from .client import JoinConfig, run_client
 from .net import EndpointError, resolve_udp
+from .probe import ProbeClientConfig, ProgressBar, probe_mapping
 from .proto.client import ClientConfig
+from .proto.probe import Kind, ProbeConfig, ProbeFailed, Report
 from .proto.wire import ID_PATTERN
 from .server import ServerConfig, print_event, serve
 
@@ -47,9 +50,28 @@ def serve_command(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", envvar="NATCHAT_VERBOSE", help="Also print every dropped datagram.")
     ] = False,
+    # --- issue 5: mapping probes (natchat/probe.py) ---
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            envvar="NATCHAT_PROBE",
+            help="Answer `natchat probe-mapping` (needs a second UDP port). STUN Binding is answered either way.",
+        ),
+    ] = True,
+    probe_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="NATCHAT_PROBE_PORT",
+            min=0,
+            max=65535,
+            show_default="PORT - 1",
+            help="Second UDP port for the probes' NAT classification (0: any free port).",
+        ),
+    ] = None,
 ) -> None:
     """Run the rendezvous server: clients register, keep alive, and learn who is online."""
-    config = ServerConfig(host=host, port=port, timeout=timeout)
+    config = ServerConfig(host=host, port=port, timeout=timeout, probe=probe, probe_port=probe_port)
 
     async def main() -> str | None:
         problem = None
@@ -146,6 +168,93 @@ def join_command(
             fail(f"cannot use UDP port {port}: {exc.strerror}{hint}")
 
     raise typer.Exit(trio.run(main))
+
+
+# --- issue 5: natchat probe-mapping (natchat/probe.py, natchat/proto/probe.py, docs/PROBE.md) ---
+
+
+@app.command("probe-mapping")
+def probe_mapping_command(
+    server: Annotated[
+        str,
+        typer.Option(
+            envvar="NATCHAT_SERVER", help="A natchat server, HOST[:PORT] (port 10080 if omitted), that answers probes."
+        ),
+    ] = "127.0.0.1",
+    max_idle: Annotated[
+        float,
+        typer.Option(
+            "--max",
+            envvar="NATCHAT_PROBE_MAX",
+            min=0.1,
+            max=3600,
+            help="Longest idle time to test, in seconds; a mapping that survives it is 'longer than' it.",
+        ),
+    ] = 300.0,
+    resolution: Annotated[
+        float,
+        typer.Option(
+            envvar="NATCHAT_PROBE_RESOLUTION",
+            min=0.05,
+            max=3600,
+            help="Seconds between the idle times tested: the width of the answer's bracket.",
+        ),
+    ] = 1.0,
+    kinds: Annotated[
+        list[Kind] | None,
+        typer.Option(
+            "--kind",
+            envvar="NATCHAT_PROBE_KINDS",
+            show_default="all three",
+            help="Which mappings to measure (repeat the option): after one outbound datagram (outbound), after "
+            "one request and its answer (reply), after an exchange lasting over 2 s (stream).",
+        ),
+    ] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option(envvar="NATCHAT_BIND", show_default=False, help="Local address to bind (default: all)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", envvar="NATCHAT_JSON", help="Print one JSON object instead of text.")
+    ] = False,
+) -> None:
+    """Measure how long the NAT in front of you keeps an idle UDP mapping, and classify it (RFC 4787).
+
+    Takes about as long as the longest lifetime found (up to --max seconds): every idle time is tested at
+    once, each on a fresh mapping. Progress is shown on a terminal.
+    """
+    try:
+        config = ProbeConfig(kinds=tuple(dict.fromkeys(kinds or list(Kind))), max_idle=max_idle, resolution=resolution)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+
+    async def main() -> Report:
+        try:
+            server_addr = await resolve_udp(server, 10080)
+        except EndpointError as exc:
+            fail(f"--server: {exc}", 2)
+        try:
+            return await probe_mapping(
+                ProbeClientConfig(server=server_addr, bind=bind, probe=config),
+                on_progress=bar.update if bar else None,
+            )
+        except ProbeFailed as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot use UDP sockets toward {server_addr}: {exc.strerror or exc}")
+
+    try:
+        report = trio.run(main)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print("\n".join(report.lines()), flush=True)
 
 
 def main() -> None:

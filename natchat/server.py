@@ -7,14 +7,19 @@ receive loop moves) and lets it expire silent clients. Nothing here decides anyt
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from .net import UDP_RECV_SIZE, bind_udp, to_addr
+from .probe import ProbeService, bind_probe_port, serve_probes
+from .proto import stun
 from .proto.events import Dropped, ServerEvent
+from .proto.probe import is_probe_message
 from .proto.server import RendezvousServer
 from .proto.wire import Addr
 
@@ -24,13 +29,24 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 10080
     timeout: float = 30.0
+    probe: bool = True
+    """Answer ``natchat probe-mapping`` (natchat/probe.py); STUN Binding is answered either way."""
+    probe_port: int | None = None
+    """The probes' second port; None: the main port minus one, or any free port if that is taken."""
 
 
 class _Shell:
-    def __init__(self, proto: RendezvousServer, sock: trio.socket.SocketType, emit: Callable[[ServerEvent], None]):
+    def __init__(
+        self,
+        proto: RendezvousServer,
+        sock: trio.socket.SocketType,
+        emit: Callable[[ServerEvent], None],
+        probes: ProbeService | None = None,
+    ):
         self.proto = proto
         self.sock = sock
         self.emit = emit
+        self.probes = probes
         self.sweep_scope = trio.CancelScope()
         self.send_errors = 0
 
@@ -39,6 +55,15 @@ class _Shell:
             try:
                 data, source = await self.sock.recvfrom(UDP_RECV_SIZE)
             except OSError:  # e.g. an ICMP error reported on the socket: not ours to die of
+                continue
+            # STUN Binding (RFC 5389) and mapping probes share this port; see natchat/probe.py.
+            if stun.is_stun(data):
+                if (answer := stun.binding_response(data, to_addr(source))) is not None:
+                    with contextlib.suppress(OSError):
+                        await self.sock.sendto(answer, source)
+                continue
+            if self.probes is not None and is_probe_message(data):
+                await self.probes.receive_main(data, source)
                 continue
             self.proto.receive_datagram(data, to_addr(source), trio.current_time())
             await self.flush()
@@ -72,11 +97,17 @@ async def serve(
     """Run the rendezvous server until cancelled; ``task_status.started`` gets the bound address."""
     sock = await bind_udp(config.host, config.port)
     with sock:
-        shell = _Shell(RendezvousServer(timeout=config.timeout), sock, emit)
+        alt = await bind_probe_port(sock, config.probe_port, _note) if config.probe else None
         async with trio.open_nursery() as nursery:
+            probes = await nursery.start(serve_probes, sock, alt) if alt is not None else None
+            shell = _Shell(RendezvousServer(timeout=config.timeout), sock, emit, probes)
             nursery.start_soon(shell.sweeper)
             nursery.start_soon(shell.receive_loop)
             task_status.started(to_addr(sock.getsockname()))
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def print_event(verbose: bool) -> Callable[[ServerEvent], None]:
