@@ -7,21 +7,19 @@ the nursery. The shell moves bytes and prints; every decision is the session's.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import signal
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from .net import UDP_RECV_SIZE, bind_udp, family_of, local_ip_toward, to_addr
-from .proto.client import MAIN, ClientConfig, ClientSession, CloseSocket, MessageTooLong, OpenSocket, Send, UnknownPeer
+from .net import bind_udp, family_of, local_ip_toward, to_addr
+from .proto.client import MAIN, ClientConfig, ClientSession, MessageTooLong, UnknownPeer
 from .proto.events import ChatReceived, ClientEvent, Joined, Left, PathUp, Refused
 from .proto.wire import Addr
+from .shell import SocketsShell
 
 ReadLine = Callable[[], Awaitable[str]]
 """Returns the next line of input with its newline; an empty string at end of input."""
@@ -62,100 +60,29 @@ def _print_err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _spin_until(deadline: float) -> None:
-    """Busy-wait until trio's clock reaches ``deadline`` (at most a few milliseconds away).
-
-    Trio's timers are only as fine as the OS poll timeout (a millisecond); hole punching between nearby
-    NATs needs the first probe placed to tens of microseconds. Bounded: never longer than 5 ms.
-    """
-    limit = time.perf_counter() + 0.005
-    while trio.current_time() < deadline and time.perf_counter() < limit:
-        pass
-
-
 class _Shell:
+    """The chat client's I/O: sockets through a :class:`SocketsShell`, commands in, events out."""
+
     def __init__(
-        self,
-        config: JoinConfig,
-        session: ClientSession,
-        main: trio.socket.SocketType,
-        nursery: trio.Nursery,
-        out: Write,
-        err: Write,
+        self, config: JoinConfig, session: ClientSession, nursery: trio.Nursery, out: Write, err: Write
     ) -> None:
         self.config = config
         self.session = session
-        self.sockets: dict[int, trio.socket.SocketType] = {MAIN: main}
-        self.receivers: dict[int, trio.CancelScope] = {}
         self.nursery = nursery
         self.out = out
         self.err = err
-        self.timer_scope = trio.CancelScope()
+        self.sockets = SocketsShell(
+            session, nursery, bind_host=config.bind_host, local_ip=session.priv.host, after_flush=self.show_events
+        )
         self.registered = trio.Event()
         self.exit_code = 0
 
-    async def receive_loop(
-        self, sock_id: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        sock = self.sockets[sock_id]
-        with trio.CancelScope() as scope:
-            self.receivers[sock_id] = scope
-            task_status.started()
-            while True:
-                try:
-                    data, source = await sock.recvfrom(UDP_RECV_SIZE)
-                except OSError:
-                    continue
-                self.session.receive_datagram(data, sock_id, to_addr(source), trio.current_time())
-                await self.flush()
-
-    async def timer_loop(self) -> None:
-        while True:
-            with self.timer_scope:
-                await trio.sleep_forever()
-            self.timer_scope = trio.CancelScope()
-            self.session.handle_timer(trio.current_time())
-            await self.flush()
-
     async def flush(self) -> None:
-        """Carry out what the session asked for, show its events, and re-arm the timer."""
-        while actions := self.session.actions():
-            for action in actions:
-                match action:
-                    case Send(not_before=float() as at) if at > trio.current_time():
-                        self.nursery.start_soon(self.send_at, action, at)
-                    case Send(sock=sock_id, data=data, addr=addr):
-                        await self.send(sock_id, data, addr)
-                    case OpenSocket(sock=sock_id):
-                        await self.open_socket(sock_id)
-                    case CloseSocket(sock=sock_id):
-                        if (scope := self.receivers.pop(sock_id, None)) is not None:
-                            scope.cancel()
-                        if (sock := self.sockets.pop(sock_id, None)) is not None:
-                            sock.close()
+        await self.sockets.flush()
+
+    def show_events(self) -> None:
         while (event := self.session.next_event()) is not None:
             self.show(event)
-        timer = self.session.get_timer()
-        self.timer_scope.deadline = math.inf if timer is None else timer
-
-    async def send(self, sock_id: int, data: bytes, addr: Addr) -> None:
-        if (sock := self.sockets.get(sock_id)) is not None:
-            with contextlib.suppress(OSError):  # unreachable now: the session retries or gives up
-                await sock.sendto(data, addr.as_tuple())
-
-    async def send_at(self, action: Send, at: float) -> None:
-        """Send at ``at`` to within microseconds: sleep until just before, then spin (see _spin_until)."""
-        await trio.sleep_until(at - 0.002)
-        _spin_until(at)
-        await self.send(action.sock, action.data, action.addr)
-
-    async def open_socket(self, sock_id: int) -> None:
-        main_local = self.session.priv
-        sock = await bind_udp(self.config.bind_host, 0)
-        self.sockets[sock_id] = sock
-        await self.nursery.start(self.receive_loop, sock_id)
-        local = Addr(main_local.host, to_addr(sock.getsockname()).port)
-        self.session.socket_opened(sock_id, local, trio.current_time())
 
     def show(self, event: ClientEvent) -> None:
         match event:
@@ -241,12 +168,12 @@ async def run_client(
         local_ip = bound.host if bound.host not in ("0.0.0.0", "::") else local_ip_toward(config.server)
         session = ClientSession(config.client_id, config.server, Addr(local_ip, bound.port), config=config.session)
         async with trio.open_nursery() as nursery:
-            shell = _Shell(config, session, main, nursery, out, err)
-            await nursery.start(shell.receive_loop, MAIN)
-            nursery.start_soon(shell.timer_loop)
+            shell = _Shell(config, session, nursery, out, err)
+            await shell.sockets.add_socket(MAIN, main)
             nursery.start_soon(shell.commands, read_line)
             if handle_signals:
                 nursery.start_soon(shell.watch_signals)
             session.start(trio.current_time())
-            await shell.flush()
+            await shell.sockets.start()
+        shell.sockets.close_all()
         return shell.exit_code

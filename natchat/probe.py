@@ -13,7 +13,6 @@ Both only move bytes and sleep; every decision is made by the sans-I/O objects i
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import resource
@@ -26,18 +25,16 @@ import trio
 
 from .net import UDP_RECV_SIZE, bind_udp, family_of, local_ip_toward, to_addr
 from .proto.probe import (
-    CloseSocket,
     MappingProber,
-    OpenSocket,
     ProbeConfig,
     ProbeFailed,
     ProbeResponder,
     Progress,
     Report,
-    Send,
     Via,
 )
 from .proto.wire import Addr
+from .shell import SocketsShell
 
 # --- server side --------------------------------------------------------------------------------------
 
@@ -146,76 +143,6 @@ class ProbeClientConfig:
         return "::" if family_of(self.server.host) == socket.AF_INET6 else "0.0.0.0"
 
 
-class _ClientShell:
-    def __init__(self, config: ProbeClientConfig, prober: MappingProber, nursery: trio.Nursery) -> None:
-        self.config = config
-        self.prober = prober
-        self.nursery = nursery
-        self.sockets: dict[int, trio.socket.SocketType] = {}
-        self.receivers: dict[int, trio.CancelScope] = {}
-        self.timer_scope = trio.CancelScope()
-        self.local_ip: str | None = None
-
-    async def receive_loop(
-        self, sock_id: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        sock = self.sockets[sock_id]
-        with trio.CancelScope() as scope:
-            self.receivers[sock_id] = scope
-            task_status.started()
-            while True:
-                try:
-                    data, source = await sock.recvfrom(UDP_RECV_SIZE)
-                except OSError:  # e.g. ICMP port unreachable from an earlier send: keep listening
-                    continue
-                self.prober.receive_datagram(data, sock_id, to_addr(source), trio.current_time())
-                await self.flush()
-
-    async def timer_loop(self) -> None:
-        while True:
-            with self.timer_scope:
-                await trio.sleep_forever()
-            self.timer_scope = trio.CancelScope()
-            self.prober.handle_timer(trio.current_time())
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Carry out what the prober asked for and re-arm the timer; cancel everything once it is done."""
-        while actions := self.prober.actions():
-            for action in actions:
-                match action:
-                    case Send(sock=sock_id, data=data, addr=addr):
-                        if (sock := self.sockets.get(sock_id)) is not None:
-                            with contextlib.suppress(OSError):  # lost like any datagram: the prober retries
-                                await sock.sendto(data, addr.as_tuple())
-                    case OpenSocket(sock=sock_id):
-                        await self.open_socket(sock_id)
-                    case CloseSocket(sock=sock_id):
-                        if (scope := self.receivers.pop(sock_id, None)) is not None:
-                            scope.cancel()
-                        if (sock := self.sockets.pop(sock_id, None)) is not None:
-                            sock.close()
-        if self.prober.finished:
-            self.nursery.cancel_scope.cancel()
-            return
-        timer = self.prober.get_timer()
-        self.timer_scope.deadline = math.inf if timer is None else timer
-
-    async def open_socket(self, sock_id: int) -> None:
-        sock = await bind_udp(self.config.bind_host, 0)
-        self.sockets[sock_id] = sock
-        await self.nursery.start(self.receive_loop, sock_id)
-        if self.local_ip is None:
-            self.local_ip = self.config.bind or local_ip_toward(self.config.server)
-        local = Addr(self.local_ip, to_addr(sock.getsockname()).port)
-        self.prober.socket_opened(sock_id, local, trio.current_time())
-
-    def close_all(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
-        self.sockets.clear()
-
-
 def _allow_sockets(count: int) -> None:
     """Raise the soft limit on open files to fit ``count`` sockets (plus slack), if the hard limit allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -240,15 +167,22 @@ async def probe_mapping(
     seconds while it runs."""
     prober = MappingProber(config.server, config.probe)
     _allow_sockets(prober.sockets_needed())
-    shell: _ClientShell | None = None
+    local_ip = config.bind or local_ip_toward(config.server)
+    shell: SocketsShell | None = None
     try:
         async with trio.open_nursery() as nursery:
-            shell = _ClientShell(config, prober, nursery)
+
+            def stop_when_finished() -> None:
+                if prober.finished:
+                    nursery.cancel_scope.cancel()
+
+            shell = SocketsShell(
+                prober, nursery, bind_host=config.bind_host, local_ip=local_ip, after_flush=stop_when_finished
+            )
             prober.start(trio.current_time())
-            nursery.start_soon(shell.timer_loop)
             if on_progress is not None:
                 nursery.start_soon(_report_progress, prober, on_progress, progress_every)
-            await shell.flush()
+            await shell.start()
     finally:
         if shell is not None:
             shell.close_all()

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from . import wire
+from .actions import Action, CloseSocket, OpenSocket, Send
 from .events import (
     ChatReceived,
     ClientEvent,
@@ -62,30 +63,6 @@ class ClientConfig:
     """How long ``@exit`` waits for the server to acknowledge the deregistration."""
     window: int = 32
     """Messages in flight per peer."""
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    sock: int
-    data: bytes
-    addr: Addr
-    not_before: float | None = None
-    """Hold the datagram until this time (sub-millisecond: the shell spins rather than sleeps)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OpenSocket:
-    """Bind a fresh UDP socket (any port, same local address as MAIN) and call ``socket_opened``."""
-
-    sock: int
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    sock: int
-
-
-Action = Send | OpenSocket | CloseSocket
 
 
 class UnknownPeer(LookupError):

@@ -61,6 +61,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from .actions import Action, CloseSocket, OpenSocket, Send
 from .wire import MAX_DATAGRAM, PROTOCOL_VERSION, Addr, Port, WireError
 
 # --- wire ---------------------------------------------------------------------------------------------
@@ -543,27 +544,6 @@ class ProbeConfig:
         times.append(round(self.max_idle, 6))
         return times
 
-
-@dataclass(frozen=True, slots=True)
-class OpenSocket:
-    """Open a new UDP socket ``sock`` (any local port) and call :meth:`MappingProber.socket_opened`."""
-
-    sock: int
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    sock: int
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    sock: int
-    data: bytes
-    addr: Addr
-
-
-Action = OpenSocket | CloseSocket | Send
 
 Outcome = Literal["survived", "expired", "lost"]
 _OUTCOMES: Final[dict[str, Outcome]] = {"survived": "survived", "expired": "expired", "lost": "lost"}
