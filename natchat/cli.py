@@ -78,7 +78,10 @@ def serve_command(
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-                await nursery.start(serve, config, print_event(verbose))
+                bound = await nursery.start(serve, config, print_event(verbose))
+                print(
+                    f"natchat server on UDP {bound}; clients disappear after {timeout:g} s", file=sys.stderr, flush=True
+                )
         except* OSError as group:
             first = group.exceptions[0]
             problem = f"cannot listen on UDP {host}:{port}: {getattr(first, 'strerror', first)}"
