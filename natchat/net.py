@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -49,7 +51,8 @@ def split_endpoint(text: str, default_port: int) -> tuple[str, int]:
 
 
 async def resolve_udp(text: str, default_port: int) -> Addr:
-    """Resolve ``HOST[:PORT]`` to one address (IPv4 preferred, as the server listens on IPv4 by default)."""
+    """Resolve ``HOST[:PORT]`` to one address; a name with both kinds of address gives the IPv4 one
+    (a dual-stack server answers either, and a server that fell back to IPv4 only answers that)."""
     host, port = split_endpoint(text, default_port)
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -74,6 +77,42 @@ async def bind_udp(host: str, port: int) -> trio.socket.SocketType:
         sock.close()
         raise
     return sock
+
+
+ANY_DUAL_STACK = "::"
+"""The listening address that takes IPv6 and (as IPv4-mapped addresses) IPv4 datagrams."""
+
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
+async def bind_listening_udp(
+    host: str, port: int, note: Callable[[str], None] = lambda text: None
+) -> trio.socket.SocketType:
+    """:func:`bind_udp`, except that ``::`` on a machine without IPv6 falls back to ``0.0.0.0`` (IPv4
+    only), which ``note`` is told about. Any other address must work as given."""
+    try:
+        return await bind_udp(host, port)
+    except OSError as exc:
+        if host != ANY_DUAL_STACK or exc.errno not in _NO_IPV6:
+            raise
+        reason = exc.strerror or str(exc)
+    note(f"cannot listen on IPv6 ({reason}); listening on IPv4 only (0.0.0.0)")
+    return await bind_udp("0.0.0.0", port)
+
+
+def sockaddr_for(family: int, addr: Addr) -> tuple[str, int]:
+    """``addr`` as ``sendto`` on a socket of ``family`` takes it.
+
+    An IPv6 socket (dual-stack, see :func:`bind_udp`) reaches an IPv4 address as its IPv4-mapped form
+    ``::ffff:a.b.c.d``. An IPv4 socket cannot reach an IPv6 address at all: :class:`OSError`
+    (``EAFNOSUPPORT``), which the shells count like any failed send.
+    """
+    v6 = ":" in addr.host
+    if family == socket.AF_INET6 and not v6:
+        return (f"::ffff:{addr.host}", addr.port)
+    if family == socket.AF_INET and v6:
+        raise OSError(errno.EAFNOSUPPORT, f"{addr} is IPv6 and this socket is IPv4 only")
+    return addr.as_tuple()
 
 
 def local_ip_toward(dest: Addr) -> str:

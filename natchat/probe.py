@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import trio
 
-from .net import UDP_RECV_SIZE, bind_udp, family_of, local_ip_toward, to_addr
+from .net import UDP_RECV_SIZE, bind_udp, family_of, local_ip_toward, sockaddr_for, to_addr
 from .proto.probe import (
     MappingProber,
     ProbeConfig,
@@ -79,7 +79,7 @@ class ProbeService:
     async def flush(self) -> None:
         for data, addr, via in self.responder.datagrams_to_send():
             try:
-                await self.sockets[via].sendto(data, addr.as_tuple())
+                await self.sockets[via].sendto(data, sockaddr_for(self.sockets[via].family, addr))
             except OSError:
                 self.send_errors += 1
         timer = self.responder.get_timer()

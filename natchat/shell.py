@@ -15,7 +15,7 @@ from typing import Protocol
 
 import trio
 
-from .net import UDP_RECV_SIZE, bind_udp, to_addr
+from .net import UDP_RECV_SIZE, bind_udp, sockaddr_for, to_addr
 from .proto.actions import Action, CloseSocket, OpenSocket, Send
 from .proto.wire import Addr
 
@@ -118,8 +118,8 @@ class SocketsShell:
     async def _send(self, sock_id: int, data: bytes, addr: Addr) -> None:
         if (sock := self.sockets.get(sock_id)) is not None:
             try:
-                await sock.sendto(data, addr.as_tuple())
-            except OSError:  # unreachable for now: lost like any datagram, the owner retries or gives up
+                await sock.sendto(data, sockaddr_for(sock.family, addr))
+            except OSError:  # unreachable (now, or from this socket's family): lost; the owner retries or gives up
                 self.send_errors += 1
 
     async def _send_at(self, action: Send, at: float) -> None:

@@ -1,4 +1,4 @@
-"""Packet captures in Mininet hosts, and a small pcap reader for UDP over IPv4 on Ethernet.
+"""Packet captures in Mininet hosts, and a small pcap reader for UDP over IPv4 and IPv6 on Ethernet.
 
 Used to prove where natchat's datagrams went: ``tcpdump`` writes a classic pcap file in the host's
 namespace; :func:`udp_datagrams` reads it back (no scapy needed).
@@ -6,6 +6,7 @@ namespace; :func:`udp_datagrams` reads it back (no scapy needed).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -26,6 +27,8 @@ class Datagram:
     dst: str
     dport: int
     payload: bytes
+    ip_version: int = 4
+    """4 or 6; IPv6 addresses are written compressed (``fd00:1::2``)."""
 
     @property
     def natchat_type(self) -> str | None:
@@ -38,7 +41,9 @@ class Datagram:
 
 
 def udp_datagrams(path: str) -> list[Datagram]:
-    """Every IPv4 UDP datagram in the pcap file at ``path`` (Ethernet link type)."""
+    """Every UDP datagram over IPv4 or IPv6 in the pcap file at ``path`` (Ethernet link type).
+
+    IPv6: only UDP right after the fixed header (no extension headers, which natchat never sends)."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 24:
@@ -54,6 +59,10 @@ def udp_datagrams(path: str) -> list[Datagram]:
         incl = struct.unpack(endian + "I", data[offset + 8 : offset + 12])[0]
         frame = data[offset + 16 : offset + 16 + incl]
         offset += 16 + incl
+        if frame[12:14] == b"\x86\xdd":
+            if (datagram := _udp6(frame[14:])) is not None:
+                out.append(datagram)
+            continue
         if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00":
             continue
         ip = frame[14:]
@@ -65,6 +74,15 @@ def udp_datagrams(path: str) -> list[Datagram]:
         sport, dport, length = struct.unpack("!HHH", ip[ihl : ihl + 6])
         out.append(Datagram(src, sport, dst, dport, ip[ihl + 8 : ihl + length]))
     return out
+
+
+def _udp6(ip: bytes) -> Datagram | None:
+    if len(ip) < 40 + 8 or ip[6] != 17:
+        return None
+    src = str(ipaddress.IPv6Address(ip[8:24]))
+    dst = str(ipaddress.IPv6Address(ip[24:40]))
+    sport, dport, length = struct.unpack("!HHH", ip[40:46])
+    return Datagram(src, sport, dst, dport, ip[48 : 40 + length], ip_version=6)
 
 
 class Capture:

@@ -63,7 +63,7 @@ from typing import Any
 from mininet.link import Link
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import Node
+from mininet.node import Host, Node
 from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 
@@ -79,6 +79,9 @@ def _here() -> str:
 # Addressing plan (see address helpers on NetSpec).
 INTERNET_PREFIX = "10.0.0"
 LAN_PREFIX = "192.168"
+# With ipv6=True (ULA, RFC 4193): the internet side is fd00::/64, where natN is fd00::N like 10.0.0.N;
+# natN's LAN is fd00:N::/64 with the NAT at fd00:N::1 and priN_K at fd00:N::K.
+INTERNET6 = "fd00::"
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,21 @@ class NetSpec:
     statistic match for loss, NFQUEUE + delayq.py for delay) instead of netem
     (TCLink), because kernels without sch_netem exist (this project's VMs).
     Loss and delay happen before conntrack sees the packet, like on a wire.
+
+    ipv6: dual-stack network: every node also gets an IPv6 ULA address (see
+        the ``*_ip6`` helpers) and routes; no NAT66: the NAT boxes route their
+        LAN's /64 and filter it like the IPv4 NAT does (stateful ip6tables:
+        only replies come in), so IPv6 peers still have to punch.
+    ipv6_only: end hosts (``server``, ``publicP``, ``priN_K``) that get no
+        IPv4 address at all (needs ipv6).
     """
 
     nats: tuple[NatSpec, ...] = field(default_factory=lambda: (NatSpec(), NatSpec()))
     public_hosts: int = 1
     wan_delay_ms: float = 0.0
     wan_loss_pct: float = 0.0
+    ipv6: bool = False
+    ipv6_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nats) <= 200:
@@ -153,6 +165,13 @@ class NetSpec:
             raise ValueError("too many hosts for 10.0.0.0/24")
         if self.wan_delay_ms < 0 or not 0 <= self.wan_loss_pct <= 100:
             raise ValueError("delay must be >= 0 ms and loss within 0..100 %")
+        if self.ipv6 and (self.wan_delay_ms or self.wan_loss_pct):
+            raise ValueError("delay and loss are emulated for IPv4 only: not with ipv6")
+        if self.ipv6_only and not self.ipv6:
+            raise ValueError("ipv6_only hosts need ipv6=True")
+        ends = set(self.private_names()) | set(self.public_names())
+        if unknown := sorted(set(self.ipv6_only) - ends):
+            raise ValueError(f"ipv6_only: no such end host {unknown}")
 
     # -- names and addresses -------------------------------------------------
     @staticmethod
@@ -184,6 +203,34 @@ class NetSpec:
 
     def public_ip(self, p: int) -> str:
         return f"{INTERNET_PREFIX}.{len(self.nats) + 1 + p}"
+
+    # IPv6 (ipv6=True): the same host numbers in fd00::/64 and fd00:N::/64 (N, K written as they are).
+    @staticmethod
+    def nat_wan_ip6(n: int) -> str:
+        return f"{INTERNET6}{n}"
+
+    @staticmethod
+    def lan6_subnet(n: int) -> str:
+        return f"fd00:{n}::/64"
+
+    @staticmethod
+    def lan6_gateway(n: int) -> str:
+        return f"fd00:{n}::1"
+
+    @staticmethod
+    def private_ip6(n: int, k: int) -> str:
+        return f"fd00:{n}::{k}"
+
+    def server_ip6(self) -> str:
+        return f"{INTERNET6}{len(self.nats) + 1}"
+
+    def public_ip6(self, p: int) -> str:
+        return f"{INTERNET6}{len(self.nats) + 1 + p}"
+
+    def lan6_routes(self, except_nat: int | None = None) -> tuple[tuple[str, str], ...]:
+        """(prefix, via) for every NAT's LAN: what the internet side needs to reach them (no NAT66)."""
+        count = len(self.nats)
+        return tuple((self.lan6_subnet(n), self.nat_wan_ip6(n)) for n in range(1, count + 1) if n != except_nat)
 
     def private_names(self, n: int | None = None) -> list[str]:
         """Private host names, of NAT n (1-based) or of all NATs."""
@@ -225,10 +272,16 @@ class NATBox(Node):  # type: ignore[misc]  # mininet is untyped
         wan_input: str = "accept",
         delay_ms: float = 0.0,
         loss_pct: float = 0.0,
+        wan_ip6: str | None = None,
+        lan_ip6: str | None = None,
+        lan6_subnet: str | None = None,
+        routes6: Sequence[tuple[str, str]] = (),
         **params: Any,
     ) -> None:
         # Validate via NatSpec, so the mn and Python entry points agree.
         NatSpec(kind, 0, udp_timeout, udp_timeout_stream, wan_input)
+        self.wan_ip6, self.lan_ip6, self.lan6_subnet = wan_ip6, lan_ip6, lan6_subnet
+        self.routes6 = tuple(routes6)
         self.kind = kind
         self.lan_subnet = lan_subnet
         self.lan_ip = lan_ip
@@ -289,9 +342,33 @@ class NATBox(Node):  # type: ignore[misc]  # mininet is untyped
             f"sysctl -w net.netfilter.nf_conntrack_udp_timeout={self.udp_timeout}",
             f"sysctl -w net.netfilter.nf_conntrack_udp_timeout_stream={self.udp_timeout_stream}",
         ]
+        return commands + self.ipv6_commands()
+
+    def ipv6_commands(self) -> list[str]:
+        """With IPv6 (wan_ip6 given): a router, not a NAT, with a stateful firewall (RFC 6092's
+        recommendation for home routers): the LAN's addresses are routed as they are, only replies
+        to what went out come in, so unsolicited inbound is filtered per remote address and port
+        like the IPv4 NAT's, and peers punch just the same. ``nodad``: usable at once."""
+        if self.wan_ip6 is None or self.lan_ip6 is None:
+            return []
+        wan, lan = self.wan, self.lan
+        commands = [
+            "sysctl -w net.ipv6.conf.all.disable_ipv6=0",
+            "sysctl -w net.ipv6.conf.all.forwarding=1",
+            f"ip -6 addr add {self.wan_ip6}/64 dev {wan} nodad",
+            f"ip -6 addr add {self.lan_ip6}/64 dev {lan} nodad",
+        ]
+        commands += [f"ip -6 route add {prefix} via {via}" for prefix, via in self.routes6]
+        commands += [
+            f"ip6tables -A FORWARD -i {lan} -o {wan} -j ACCEPT",
+            f"ip6tables -A FORWARD -i {wan} -o {lan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            f"ip6tables -A FORWARD -i {wan} -o {lan} -j DROP",
+        ]
         return commands
 
     def config(self, **params: Any) -> dict[str, Any]:
+        if self.wan_ip6 is not None:
+            _ipv6_without_dad(self)
         result: dict[str, Any] = super().config(**params)
         self.setIP(self.lan_ip, intf=self.lan)
         if self.delay_ms:
@@ -354,15 +431,85 @@ class NATBox(Node):  # type: ignore[misc]  # mininet is untyped
         super().terminate()
 
 
+def _ipv6_without_dad(node: Node) -> None:
+    """Make IPv6 usable at once: no duplicate address detection on the node's interfaces, and their
+    link-local addresses made again without it (otherwise they stay "tentative" for about 2 s, and
+    until then neighbour discovery, so all IPv6 traffic, fails). Runs before Mininet configures the
+    interfaces: a link going down drops its routes, and IPv6 addresses."""
+    for intf in node.intfList():
+        if intf.name == "lo":
+            continue
+        for command in (
+            f"sysctl -w net.ipv6.conf.{intf.name}.accept_dad=0",
+            f"ip link set dev {intf.name} down",
+            f"ip link set dev {intf.name} up",
+        ):
+            _, err, code = node.pexec(command.split())
+            if code != 0:
+                raise RuntimeError(f"{node.name}: {command} failed ({code}): {err.strip()}")
+
+
+class EndHost(Host):  # type: ignore[misc]  # mininet is untyped
+    """A server, public or private host; with ``ip6`` also (or, ``ipv4=False``, only) on IPv6.
+
+    ``routes6`` are (prefix, via) pairs; ``nodad`` makes the address usable at once.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ip6: str | None = None,
+        routes6: Sequence[tuple[str, str]] = (),
+        ipv4: bool = True,
+        **params: Any,
+    ) -> None:
+        self.ip6, self.routes6, self.ipv4 = ip6, tuple(routes6), ipv4
+        super().__init__(name, **params)
+
+    def ipv6_commands(self) -> list[str]:
+        if self.ip6 is None:
+            return []
+        intf = self.defaultIntf().name
+        commands = [] if self.ipv4 else [f"ip -4 addr flush dev {intf}"]
+        commands += ["sysctl -w net.ipv6.conf.all.disable_ipv6=0", f"ip -6 addr add {self.ip6} dev {intf} nodad"]
+        return commands + [f"ip -6 route add {prefix} via {via}" for prefix, via in self.routes6]
+
+    def config(self, **params: Any) -> dict[str, Any]:
+        if self.ip6 is not None:
+            _ipv6_without_dad(self)
+        result: dict[str, Any] = super().config(**params)
+        for command in self.ipv6_commands():
+            _, err, code = self.pexec(command.split())
+            if code != 0:
+                raise RuntimeError(f"{self.name}: {command} failed ({code}): {err.strip()}")
+        return result
+
+
 class NatNetTopo(Topo):  # type: ignore[misc]  # mininet is untyped
     """One parametrised builder for every natnet network (see NetSpec)."""
 
     def build(self, spec: NetSpec | None = None) -> None:
         spec = spec or NetSpec()
         self.spec = spec
+        v6 = spec.ipv6
+
+        def end_host(name: str, ip: str, ip6: str, routes6: Sequence[tuple[str, str]], **params: Any) -> str:
+            if v6:
+                ipv4 = name not in spec.ipv6_only
+                return str(self.addHost(name, cls=EndHost, ip=ip, ip6=ip6, routes6=routes6, ipv4=ipv4, **params))
+            return str(self.addHost(name, ip=ip, **params))
+
         internet = self.addSwitch("s0")
         for n, nat in enumerate(spec.nats, start=1):
             name = spec.nat_name(n)
+            v6_params = {}
+            if v6:
+                v6_params = {
+                    "wan_ip6": spec.nat_wan_ip6(n),
+                    "lan_ip6": spec.lan6_gateway(n),
+                    "lan6_subnet": spec.lan6_subnet(n),
+                    "routes6": spec.lan6_routes(except_nat=n),
+                }
             self.addHost(
                 name,
                 cls=NATBox,
@@ -375,23 +522,29 @@ class NatNetTopo(Topo):  # type: ignore[misc]  # mininet is untyped
                 wan_input=nat.wan_input,
                 delay_ms=spec.wan_delay_ms,
                 loss_pct=spec.wan_loss_pct,
+                **v6_params,
             )
             # WAN first: NATBox relies on port 0 = WAN, port 1 = LAN.
             self.addLink(name, internet, intfName1=f"{name}-eth0")
             lan = self.addSwitch(f"s{n}")
             self.addLink(name, lan, intfName1=f"{name}-eth1")
             for k in range(2, nat.hosts + 2):
-                host = self.addHost(
+                host = end_host(
                     spec.private_name(n, k),
-                    ip=f"{spec.private_ip(n, k)}/24",
+                    f"{spec.private_ip(n, k)}/24",
+                    f"{spec.private_ip6(n, k)}/64",
+                    [("default", spec.lan6_gateway(n))],
                     defaultRoute=f"via {spec.lan_gateway(n)}",
                 )
                 self.addLink(host, lan)
-        # Public hosts get no routes besides their own /24: they cannot
-        # address the private LANs, which is the point of NAT.
-        self.addLink(self.addHost("server", ip=f"{spec.server_ip()}/24"), internet)
+        # Public hosts get no IPv4 routes besides their own /24: they cannot
+        # address the private LANs, which is the point of NAT. IPv6 has no
+        # NAT: they route each LAN's /64 via its router (the NAT box).
+        routes6 = spec.lan6_routes()
+        self.addLink(end_host("server", f"{spec.server_ip()}/24", f"{spec.server_ip6()}/64", routes6), internet)
         for p in range(1, spec.public_hosts + 1):
-            self.addLink(self.addHost(f"public{p}", ip=f"{spec.public_ip(p)}/24"), internet)
+            name = f"public{p}"
+            self.addLink(end_host(name, f"{spec.public_ip(p)}/24", f"{spec.public_ip6(p)}/64", routes6), internet)
 
 
 # ---------------------------------------------------------------------------
@@ -418,8 +571,11 @@ def seed_spec(
     wan_delay_ms: float = 0.0,
     loss_pct: float = 0.0,
     wan_input: str | Sequence[str] = "accept",
+    ipv6: bool = False,
+    ipv6_only: Sequence[str] = (),
 ) -> NetSpec:
-    """The seed network; per-NAT settings take one value or one per NAT."""
+    """The seed network; per-NAT settings take one value or one per NAT. ``ipv6``: dual-stack, with
+    the ``ipv6_only`` hosts on IPv6 alone (see NetSpec)."""
     if isinstance(nat_kinds, str):
         nat_kinds = (nat_kinds,)
     count = len(nat_kinds)
@@ -434,7 +590,14 @@ def seed_spec(
             strict=True,
         )
     )
-    return NetSpec(nats=nats, public_hosts=public_hosts, wan_delay_ms=wan_delay_ms, wan_loss_pct=loss_pct)
+    return NetSpec(
+        nats=nats,
+        public_hosts=public_hosts,
+        wan_delay_ms=wan_delay_ms,
+        wan_loss_pct=loss_pct,
+        ipv6=ipv6,
+        ipv6_only=tuple(ipv6_only),
+    )
 
 
 def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = False, **settings: Any) -> NetSpec:
@@ -452,8 +615,8 @@ def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any],
 
     Positional args are the NAT kinds (their number sets the NAT count).
     Keys: nats, hosts, publics, timeout, stream, wan_input, delay (ms),
-    loss (%), and per NAT natN=kind, natN_hosts, natN_timeout, natN_stream,
-    natN_wan_input.
+    loss (%), ipv6 (0/1), ipv6_only (host names joined by "+"), and per NAT
+    natN=kind, natN_hosts, natN_timeout, natN_stream, natN_wan_input.
     """
     kw = dict(kwargs)
     count = len(args) if args else int(kw.pop("nats", nats))
@@ -483,6 +646,8 @@ def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any],
         public_hosts=int(kw.pop("publics", publics)),
         wan_delay_ms=float(kw.pop("delay", 0)),
         wan_loss_pct=float(kw.pop("loss", 0)),
+        ipv6=bool(int(kw.pop("ipv6", 0))),
+        ipv6_only=tuple(name for name in str(kw.pop("ipv6_only", "")).split("+") if name),
     )
     if kw:
         raise ValueError(f"unknown natnet topology parameters: {sorted(kw)}")
