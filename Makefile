@@ -55,7 +55,7 @@ mininet-test: install mininet-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make mininet-test needs root (network namespaces)"; exit 1; }
 	$(DEBIAN_PYTHON) topologies/check_nat.py
 	$(DEBIAN_PYTHON) topologies/seed_scenario.py --pairs 20
-	$(BIN)/python -m pytest -q tests/mininet/test_probe.py
+	$(BIN)/python -m pytest -q tests/mininet/test_probe.py tests/mininet/test_ipv6.py
 
 lint: install
 	$(BIN)/ruff check natchat tests scripts topologies

@@ -35,8 +35,13 @@ def fail(message: str, status: int = 1) -> NoReturn:
 @app.command("serve")
 def serve_command(
     host: Annotated[
-        str, typer.Option(envvar="NATCHAT_HOST", help="Address to listen on ('::' for IPv6 and IPv4).")
-    ] = "0.0.0.0",
+        str,
+        typer.Option(
+            envvar="NATCHAT_HOST",
+            help="Address to listen on. '::' takes IPv6 and IPv4 (IPv4 only if the machine has no IPv6); "
+            "'0.0.0.0' IPv4 only.",
+        ),
+    ] = "::",
     port: Annotated[int, typer.Option(envvar="NATCHAT_PORT", min=1, max=65535, help="UDP port to listen on.")] = 10080,
     timeout: Annotated[
         float,
@@ -49,6 +54,23 @@ def serve_command(
     ] = 30.0,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", envvar="NATCHAT_VERBOSE", help="Also print every dropped datagram.")
+    ] = False,
+    max_clients: Annotated[
+        int | None,
+        typer.Option(
+            envvar="NATCHAT_MAX_CLIENTS",
+            min=1,
+            show_default="no limit",
+            help="Refuse registrations beyond this many clients.",
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            envvar="NATCHAT_JSON",
+            help="One JSON object per event instead of the human lines (docs/EVENTS.md).",
+        ),
     ] = False,
     # --- issue 5: mapping probes (natchat/probe.py) ---
     probe: Annotated[
@@ -71,20 +93,23 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run the rendezvous server: clients register, keep alive, and learn who is online."""
-    config = ServerConfig(host=host, port=port, timeout=timeout, probe=probe, probe_port=probe_port)
+    config = ServerConfig(
+        host=host, port=port, timeout=timeout, max_clients=max_clients, probe=probe, probe_port=probe_port
+    )
 
     async def main() -> str | None:
         problem = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-                bound = await nursery.start(serve, config, print_event(verbose))
+                bound = await nursery.start(serve, config, print_event(verbose, json_output))
                 print(
                     f"natchat server on UDP {bound}; clients disappear after {timeout:g} s", file=sys.stderr, flush=True
                 )
         except* OSError as group:
             first = group.exceptions[0]
-            problem = f"cannot listen on UDP {host}:{port}: {getattr(first, 'strerror', first)}"
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            problem = f"cannot listen on UDP {where}: {getattr(first, 'strerror', first)}"
         return problem
 
     if (problem := trio.run(main)) is not None:
@@ -145,8 +170,16 @@ def join_command(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", envvar="NATCHAT_VERBOSE", help="Also print path changes.")
     ] = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            envvar="NATCHAT_JSON",
+            help="One JSON object per event on standard output instead of the human lines (docs/EVENTS.md).",
+        ),
+    ] = False,
 ) -> None:
-    """Join the chat. Commands: @show_list, @chat <id> <message>, @exit."""
+    """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @help, @exit."""
     if client_id is None:
         try:
             client_id = input("Enter ID : ").strip()
@@ -162,7 +195,13 @@ def join_command(
         except EndpointError as exc:
             fail(f"--server: {exc}", 2)
         config = JoinConfig(
-            client_id=client_id, server=server_addr, bind=bind, port=port, verbose=verbose, session=session
+            client_id=client_id,
+            server=server_addr,
+            bind=bind,
+            port=port,
+            verbose=verbose,
+            json=json_output,
+            session=session,
         )
         try:
             return await run_client(config)

@@ -7,6 +7,7 @@ the nursery. The shell moves bytes and prints; every decision is the session's.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 import trio
 
 from .net import bind_udp, family_of, local_ip_toward, to_addr
-from .proto.client import MAIN, ClientConfig, ClientSession, MessageTooLong, UnknownPeer
-from .proto.events import ChatReceived, ClientEvent, Joined, Left, PathUp, Refused
+from .proto.client import MAIN, ClientConfig, ClientSession, MessageTooLong, NoPeers, UnknownPeer
+from .proto.events import ChatReceived, ClientEvent, Joined, Json, Left, ListChanged, PathUp, Refused, peer_json
 from .proto.wire import Addr
 from .shell import SocketsShell
 
@@ -25,6 +26,14 @@ ReadLine = Callable[[], Awaitable[str]]
 """Returns the next line of input with its newline; an empty string at end of input."""
 
 Write = Callable[[str], None]
+
+HELP = (
+    ("@show_list", "list the registered clients: ID and public address, in registration order"),
+    ("@chat <id> <message>", "send a message directly to one client"),
+    ("@all <message>", "send a message directly to every other client (they see 'From <you> to all [...]')"),
+    ("@help", "this list"),
+    ("@exit", "deregister and quit (end of input and Ctrl-C do the same)"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +44,8 @@ class JoinConfig:
     """Local address to bind; None: all addresses of the server's family."""
     port: int = 10081
     verbose: bool = False
+    json: bool = False
+    """One JSON object per event on standard output instead of the human lines (docs/EVENTS.md)."""
     session: ClientConfig = field(default_factory=ClientConfig)
 
     @property
@@ -84,23 +95,35 @@ class _Shell:
         while (event := self.session.next_event()) is not None:
             self.show(event)
 
+    def emit(self, obj: Json, human: str | None, *, to_err: bool = False) -> None:
+        """Show one event: its JSON object with ``--json``, else its human line (if it has one)."""
+        if self.config.json:
+            self.out(json.dumps(obj, ensure_ascii=False))
+        elif human is not None:
+            (self.err if to_err else self.out)(human)
+
+    def error(self, code: str, message: str) -> None:
+        human = message if code == "usage" else f"error: {message}"
+        self.emit({"event": "error", "code": code, "message": message}, human, to_err=True)
+
     def show(self, event: ClientEvent) -> None:
         match event:
-            case ChatReceived():
-                self.out(event.line())
+            case ChatReceived() | ListChanged():
+                self.emit(event.as_dict(), event.line())
             case Left():
+                self.emit(event.as_dict(), None)
                 self.nursery.cancel_scope.cancel()
             case Refused():
-                self.err(event.line())
+                self.emit(event.as_dict(), event.line(), to_err=True)
                 self.exit_code = 1
                 self.nursery.cancel_scope.cancel()
             case PathUp() if not self.config.verbose:
                 pass
             case Joined():
-                self.err(event.line())
+                self.emit(event.as_dict(), event.line(), to_err=True)
                 self.registered.set()
             case _:
-                self.err(event.line())
+                self.emit(event.as_dict(), event.line(), to_err=True)
 
     async def commands(self, read_line: ReadLine) -> None:
         await self.registered.wait()
@@ -119,29 +142,53 @@ class _Shell:
         if not line:
             return True
         if word == "@show_list" and not rest.strip():
-            for info in self.session.peers():
-                self.out(f"{info.id} {info.pub}")
+            peers = self.session.peers()
+            if self.config.json:
+                self.emit({"event": "show_list", "peers": [peer_json(p) for p in peers]}, None)
+            else:
+                for info in peers:
+                    self.out(f"{info.id} {info.pub}")
         elif word == "@exit" and not rest.strip():
             return False
+        elif word == "@help" and not rest.strip():
+            if self.config.json:
+                self.emit({"event": "help", "commands": dict(HELP)}, None)
+            else:
+                for usage, what in HELP:
+                    self.out(f"{usage:<22}  {what}")
         elif word == "@chat":
             peer, _, text = rest.strip().partition(" ")
             text = text.strip()
             if not peer or not text:
-                self.err("usage: @chat <client id> <message>")
+                self.error("usage", "usage: @chat <client id> <message>")
             elif peer == self.session.id:
-                self.err(f"error: {peer} is you; chat with another client")
+                self.error("to_self", f"{peer} is you; chat with another client")
             else:
-                try:
-                    self.session.chat(peer, text, now)
-                except UnknownPeer:
-                    self.err(f"error: {peer} is not in the list (see @show_list)")
-                except MessageTooLong as exc:
-                    self.err(f"error: message too long ({exc}); keep it under about 1000 bytes")
-                else:
-                    self.nursery.start_soon(self.flush)
+                self.send(lambda: self.session.chat(peer, text, now), peer)
+        elif word == "@all":
+            if not (text := rest.strip()):
+                self.error("usage", "usage: @all <message>")
+            else:
+                self.send(lambda: self.session.chat_all(text, now), None)
         else:
-            self.out("wrong instruction retype")
+            self.emit(
+                {"event": "error", "code": "wrong_instruction", "message": "wrong instruction retype"},
+                "wrong instruction retype",
+            )
         return True
+
+    def send(self, queue: Callable[[], object], peer: str | None) -> None:
+        """Queue a message with ``queue()`` (a session call), reporting what the session refused."""
+        try:
+            queue()
+        except UnknownPeer:
+            self.error("unknown_peer", f"{peer} is not in the list (see @show_list)")
+        except NoPeers:
+            self.error("no_peers", "nobody else is online")
+        except MessageTooLong as exc:
+            self.error("too_long", f"message too long ({exc}); keep it under about 1000 bytes")
+        else:
+            self.nursery.start_soon(self.flush)
 
     async def leave(self) -> None:
         self.session.close(trio.current_time())

@@ -8,6 +8,7 @@ receive loop moves) and lets it expire silent clients. Nothing here decides anyt
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .net import UDP_RECV_SIZE, bind_udp, to_addr
+from .net import UDP_RECV_SIZE, bind_listening_udp, sockaddr_for, to_addr
 from .probe import ProbeService, bind_probe_port, serve_probes
 from .proto import stun
 from .proto.events import Dropped, ServerEvent
@@ -29,6 +30,8 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 10080
     timeout: float = 30.0
+    max_clients: int | None = None
+    """Refuse registrations beyond this many clients (None: no limit)."""
     probe: bool = True
     """Answer ``natchat probe-mapping`` (natchat/probe.py); STUN Binding is answered either way."""
     probe_port: int | None = None
@@ -81,7 +84,7 @@ class _Shell:
             self.emit(event)
         for data, addr in self.proto.datagrams_to_send():
             try:
-                await self.sock.sendto(data, addr.as_tuple())
+                await self.sock.sendto(data, sockaddr_for(self.sock.family, addr))
             except OSError:
                 self.send_errors += 1
         timer = self.proto.get_timer()
@@ -95,12 +98,12 @@ async def serve(
     task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the rendezvous server until cancelled; ``task_status.started`` gets the bound address."""
-    sock = await bind_udp(config.host, config.port)
+    sock = await bind_listening_udp(config.host, config.port, _note)  # '::' without IPv6: 0.0.0.0
     with sock:
         alt = await bind_probe_port(sock, config.probe_port, _note) if config.probe else None
         async with trio.open_nursery() as nursery:
             probes = await nursery.start(serve_probes, sock, alt) if alt is not None else None
-            shell = _Shell(RendezvousServer(timeout=config.timeout), sock, emit, probes)
+            shell = _Shell(RendezvousServer(timeout=config.timeout, max_clients=config.max_clients), sock, emit, probes)
             nursery.start_soon(shell.sweeper)
             nursery.start_soon(shell.receive_loop)
             task_status.started(to_addr(sock.getsockname()))
@@ -110,10 +113,13 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def print_event(verbose: bool) -> Callable[[ServerEvent], None]:
+def print_event(verbose: bool, as_json: bool = False) -> Callable[[ServerEvent], None]:
+    """Print each event as its human line, or (``as_json``) as one JSON object; dropped datagrams
+    only when ``verbose``."""
+
     def emit(event: ServerEvent) -> None:
         if isinstance(event, Dropped) and not verbose:
             return
-        print(event.line(), flush=True)
+        print(json.dumps(event.as_dict(), ensure_ascii=False) if as_json else event.line(), flush=True)
 
     return emit

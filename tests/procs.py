@@ -26,6 +26,16 @@ Pattern = str | re.Pattern[str]
 STREAMS = ("out", "err")
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1 (tests of IPv6 skip otherwise)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port nothing is bound to right now (bound to port 0 and released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -12,12 +12,12 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import trio
 
-from .procs import Proc, ProcGroup, free_udp_port, open_procs
+from .procs import Proc, ProcGroup, free_udp_port
 
 NATCHAT = [sys.executable, "-m", "natchat"]
 HOST = "127.0.0.1"
@@ -33,15 +33,6 @@ Listing = list[tuple[str, str]]
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[ProcGroup]:
-    async with open_procs() as group:
-        yield group
-        # however it ended, nothing may have crashed with a traceback
-        for proc in group.procs:
-            assert "Traceback" not in proc.text("err"), f"{proc.name} crashed\n{group.transcript()}"
 
 
 class Chat:
@@ -532,3 +523,80 @@ async def test_chat_resumes_on_a_path_up_before_the_server_restarted(procs: Proc
 
     await sender.send("@chat client2 after")
     await receiver.expect_count("From client1 [after]", 1, within=6)
+
+
+# --- seed parity (issue 8): @all, @help, --max-clients, --json ------------------------------------------------
+
+
+async def test_all_goes_to_everyone_else_marked_as_to_all(procs: ProcGroup, chat: Chat) -> None:
+    await chat.serve()
+    clients = await chat.join(["client1", "client2", "client3"])
+    await converge(procs, clients, chat.registry())
+    await clients[0].send("@all hello everyone")
+    for receiver in clients[1:]:
+        await receiver.expect_count("From client1 to all [hello everyone]", 1, within=10)
+    assert chat_lines(clients[0]) == []  # not to itself
+
+
+async def test_help_lists_every_command(procs: ProcGroup, chat: Chat) -> None:
+    await chat.serve()
+    (client,) = await chat.join(["client1"])
+    start = client.mark()
+    await client.send("@help")
+    await client.expect_count(re.compile(r"@exit\s+.+"), 1, within=5)
+    commands = [line.split()[0] for line in client.lines()[start:]]
+    assert commands == ["@show_list", "@chat", "@all", "@help", "@exit"], procs.transcript()
+
+
+async def test_full_server_refuses_with_a_clear_error(procs: ProcGroup, chat: Chat) -> None:
+    await chat.serve("--max-clients", "2")
+    await chat.join(["client1", "client2"])
+    third = await chat.start_client("client3")
+    await third.expect_line(re.compile(r"error: the server is full: 2 clients are registered"), "err", within=5)
+    assert await third.wait(within=5) != 0
+    assert sorted(cid for cid, _ in chat.registry()) == ["client1", "client2"]
+
+
+async def test_json_event_streams(procs: ProcGroup, chat: Chat) -> None:
+    server = await chat.serve("--json")
+    a = await chat.start_client("client1", "--json")
+    b = await chat.start_client("client2", "--json")
+
+    def events(proc: Proc) -> list[dict[str, object]]:
+        return [json.loads(line) for line in proc.lines()]  # every stdout line is one JSON object
+
+    async def expect(proc: Proc, **fields: object) -> dict[str, object]:
+        def found() -> dict[str, object] | None:
+            return next((e for e in events(proc) if fields.items() <= e.items()), None)
+
+        await procs.wait_until(lambda: found() is not None, 10, f"{proc.name}: an event with {fields}")
+        event = found()
+        assert event is not None
+        return event
+
+    await expect(server, event="registered", id="client1")
+    await expect(server, event="registered", id="client2")
+    joined = await expect(a, event="registered", id="client1", again=False)
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", str(joined["public"]))
+
+    def lists_client2() -> bool:  # in the first snapshot or in a later change
+        return any(e["event"] == "list" and "client2" in str(e["peers"]) for e in events(a))
+
+    await procs.wait_until(lists_client2, 10, "client1: a list event with client2")
+    await a.send("@chat client2 hi in json")
+    await expect(b, event="message", **{"from": "client1"}, text="hi in json", to_all=False)
+    await a.send("@all to everyone")
+    await expect(b, event="message", **{"from": "client1"}, text="to everyone", to_all=True)
+    await a.send("@show_list")
+    listing = await expect(a, event="show_list")
+    assert sorted(p["id"] for p in listing["peers"]) == ["client1", "client2"]  # type: ignore[attr-defined, index]
+    await a.send("@nonsense")
+    await expect(a, event="error", code="wrong_instruction")
+    await a.send("@chat ghost boo")
+    await expect(a, event="error", code="unknown_peer")
+    await a.send("@exit")
+    await expect(server, event="deregistered", id="client1")
+    await expect(b, event="list", left=["client1"])
+    assert await a.wait(within=5) == 0
+    for proc in (server, a, b):
+        assert all(isinstance(e.get("event"), str) for e in events(proc))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 
 from natchat.proto import wire
-from natchat.proto.client import MAIN, ClientConfig, Send, State, UnknownPeer
-from natchat.proto.events import ChatReceived, DeliveryFailed, Joined, Left, Refused, ServerLost
+from natchat.proto.client import MAIN, ClientConfig, NoPeers, Send, State, UnknownPeer
+from natchat.proto.events import ChatReceived, DeliveryFailed, Joined, Left, ListChanged, Refused, ServerLost
 from natchat.proto.wire import Addr
 
 from .sim import SERVER, Sim
@@ -344,7 +344,64 @@ def test_messages_too_far_ahead_are_not_acknowledged() -> None:
     sim.run(1)
     a.session.chat("b", "one", sim.now)
     sim.run(1)
-    far = wire.Chat(src="a", dst="b", stream=a.session._links["b"].stream, base=1, seq=10_000, text="x")
+    far = wire.Chat(src="a", dst="b", stream=a.session._links["b"].stream, base=1, seq=10_000, text="x", group=False)
     b.session.receive_datagram(wire.encode(far), MAIN, a.public(MAIN), sim.now)
     assert not [act for act in b.session.actions() if isinstance(act, Send)]
     assert chats(b) == ["From a [one]"]
+
+
+def test_full_server_refuses_with_a_clear_error() -> None:
+    sim = Sim()
+    sim.server.max_clients = 1
+    sim.add("a")
+    sim.run(1)
+    late = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    assert late.events == [Refused("server_full", "the server is full: 1 clients are registered")]
+    assert late.session.state is State.DONE
+
+
+def test_all_reaches_every_other_peer_directly_marked_as_to_all() -> None:
+    sim = Sim()
+    five(sim)
+    sim.run(1)
+    sent_to = sim.nodes["client3"].session.chat_all("hello everyone", sim.now)
+    assert sent_to == ["client1", "client2", "client4", "client5"]
+    sim.run(2)
+    for cid in sent_to:
+        assert chats(sim.nodes[cid]) == ["From client3 to all [hello everyone]"]
+    assert chats(sim.nodes["client3"]) == []
+    group = [wire.decode(d) for _, dst, d in sim.sent if dst != SERVER and b'"t":"chat"' in d]
+    assert {m.dst for m in group if isinstance(m, wire.Chat) and m.group} == set(sent_to)
+
+
+def test_all_alone_is_refused() -> None:
+    sim = Sim()
+    a = sim.add("a")
+    sim.run(1)
+    try:
+        a.session.chat_all("anyone?", sim.now)
+    except NoPeers:
+        pass
+    else:
+        raise AssertionError("@all with nobody else was accepted")
+
+
+def test_list_changes_are_events_with_who_joined_and_left() -> None:
+    sim = Sim()
+    a = sim.add("a")
+    sim.run(1)
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    b.session.close(sim.now)
+    sim.run(1)
+    changes = [e for e in a.events if isinstance(e, ListChanged)]
+    assert [(c.joined, c.left, [p.id for p in c.peers]) for c in changes] == [
+        (("a",), (), ["a"]),
+        (("b",), (), ["a", "b"]),
+        ((), ("b",), ["a"]),
+    ]
+    assert changes[1].as_dict()["peers"] == [
+        {"id": "a", "public": str(a.public(MAIN)), "private": str(a.sockets[MAIN])},
+        {"id": "b", "public": str(b.public(MAIN)), "private": str(b.sockets[MAIN])},
+    ]

@@ -238,3 +238,16 @@ def test_punch_to_unknown_peer_is_an_error() -> None:
     ta = register(srv, "a", A)
     replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="ghost", attempt=1, priv=PRIV, rtt=0.0), A, 1.0)
     assert replies == [(wire.Error(code="unknown_peer", msg="ghost is not registered"), A)]
+
+
+def test_capacity_refuses_registration_beyond_max_clients() -> None:
+    srv = RendezvousServer(timeout=30, max_clients=2, token_factory=tokens())
+    ta = register(srv, "a", A)
+    register(srv, "b", B)
+    replies = feed(srv, wire.Register(id="c", priv=PRIV), C, 1.0)
+    assert replies == [(wire.Error(code="server_full", msg="the server is full: 2 clients are registered"), C)]
+    assert [p.id for p in srv.peers()] == ["a", "b"]
+    feed(srv, wire.Register(id="a", priv=PRIV, token=ta), A, 2.0)  # a known session still gets in
+    feed(srv, wire.Deregister(id="a", token=ta), A, 3.0)
+    assert register(srv, "c", C, 4.0)  # room again
+    assert [p.id for p in srv.peers()] == ["b", "c"]

@@ -20,6 +20,8 @@ from natchat.proto import stun
 from natchat.proto.wire import Addr
 from natchat.server import ServerConfig, serve
 
+from .procs import has_ipv6_loopback
+
 # RFC 5769 section 2: test vectors (transaction ID b7e7a701bc34d686fa87dfae).
 TXID = bytes.fromhex("b7e7a701bc34d686fa87dfae")
 SAMPLE_REQUEST = bytes.fromhex(
@@ -224,15 +226,6 @@ async def _relay(
         task_status.started()
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @needs_stunclient
 @pytest.mark.parametrize(
     ("host", "family"),
@@ -241,7 +234,7 @@ def _has_ipv6_loopback() -> bool:
         pytest.param(
             "::1",
             socket.AF_INET6,
-            marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here"),
+            marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here"),
         ),
     ],
 )

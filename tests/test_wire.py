@@ -33,7 +33,7 @@ SAMPLES: list[wire.Message] = [
     wire.PunchGo(peer=PEER, attempt=1, at=99.5),
     wire.Error(code="id_taken", msg="taken"),
     wire.Probe(src="a", dst="b", attempt=1, ack=True),
-    wire.Chat(src="a", dst="b", stream=99, base=1, seq=1, text="hello there"),
+    wire.Chat(src="a", dst="b", stream=99, base=1, seq=1, text="hello there", group=False),
     wire.ChatAck(src="a", dst="b", stream=99, seq=1),
 ]
 
@@ -72,7 +72,7 @@ def test_strict_decoding_says_why(data: bytes, reason: str) -> None:
 
 def test_oversize_message_is_never_encoded() -> None:
     with pytest.raises(wire.WireError, match="over 1200"):
-        wire.encode(wire.Chat(src="a", dst="b", stream=1, base=1, seq=1, text="\U0001f600" * 400))
+        wire.encode(wire.Chat(src="a", dst="b", stream=1, base=1, seq=1, text="\U0001f600" * 400, group=True))
 
 
 def mutations() -> st.SearchStrategy[bytes]:

@@ -31,6 +31,7 @@ from .events import (
     DeliveryFailed,
     Joined,
     Left,
+    ListChanged,
     PathUp,
     Refused,
     ServerLost,
@@ -69,6 +70,10 @@ class UnknownPeer(LookupError):
     pass
 
 
+class NoPeers(LookupError):
+    """``@all`` with nobody else in the list."""
+
+
 class MessageTooLong(ValueError):
     pass
 
@@ -93,6 +98,7 @@ class _Outgoing:
     seq: int
     text: str
     give_up_at: float
+    group: bool = False
     sent_at: float | None = None
     next_tx: float = 0.0
     interval: float = 0.0
@@ -114,7 +120,7 @@ class _Link:
     outbox: dict[int, _Outgoing] = field(default_factory=dict)
     rx_stream: int | None = None
     rx_next: int = 1
-    rx_held: dict[int, str] = field(default_factory=dict)
+    rx_held: dict[int, tuple[str, bool]] = field(default_factory=dict)  # seq -> (text, sent to all)
 
 
 class ClientSession:
@@ -227,21 +233,37 @@ class ClientSession:
             link.attempt_ends = now + self.attempt_time
             self._ask(link, now)
 
-    def chat(self, peer: str, text: str, now: float) -> None:
+    def chat(self, peer: str, text: str, now: float, *, group: bool = False) -> None:
         """Queue ``text`` for ``peer``; raises :class:`UnknownPeer` or :class:`MessageTooLong`."""
         if peer not in self._peers or peer == self.id:
             raise UnknownPeer(peer)
+        self._check_size(text)
         link = self._link(peer)
-        probe = wire.Chat(src=self.id, dst=peer, stream=2**53, base=2**53, seq=2**53, text=text)
-        if wire.encoded_size(probe) > wire.MAX_DATAGRAM:
-            raise MessageTooLong(f"{len(text.encode())} bytes")
         seq = link.next_seq
         link.next_seq += 1
-        link.outbox[seq] = _Outgoing(seq, text, now + self.config.deliver_within)
+        link.outbox[seq] = _Outgoing(seq, text, now + self.config.deliver_within, group)
         if link.phase is Phase.UP:
             self._pump(link, now)
         elif link.phase is Phase.IDLE:
             self._start_attempt(link, now, fresh=False)
+
+    def chat_all(self, text: str, now: float) -> list[str]:
+        """Queue ``text`` for every other peer in the list (each delivered like ``chat``); their IDs.
+
+        Raises :class:`NoPeers` when nobody else is online, :class:`MessageTooLong` if it cannot fit.
+        """
+        others = [peer for peer in self._peers if peer != self.id]
+        if not others:
+            raise NoPeers()
+        self._check_size(text)
+        for peer in others:
+            self.chat(peer, text, now, group=True)
+        return others
+
+    def _check_size(self, text: str) -> None:
+        longest = wire.Chat(src=self.id, dst="x" * 32, stream=2**53, base=2**53, seq=2**53, text=text, group=True)
+        if wire.encoded_size(longest) > wire.MAX_DATAGRAM:
+            raise MessageTooLong(f"{len(text.encode())} bytes")
 
     def close(self, now: float) -> None:
         """Deregister (the shell exits on the :class:`Left` event)."""
@@ -308,7 +330,7 @@ class ClientSession:
                 self._rtt_sample(now, msg.now)
                 self.token, self.pub, self.state = token, pub, State.REGISTERED
                 self.keepalive = min(self.config.keepalive, timeout / 3)
-                self._events.append(Joined(pub, again=self._ever_registered))
+                self._events.append(Joined(self.id, pub, again=self._ever_registered))
                 self._ever_registered = True
                 self._ver = None  # the snapshot that follows is authoritative
                 self._warmup = 0.25  # the first keepalives come sooner: more samples of the clock offset
@@ -338,7 +360,7 @@ class ClientSession:
                 self.dropped += 1
 
     def _on_error(self, code: str, text: str, now: float) -> None:
-        if code == "id_taken" and self.state is State.REGISTERING:
+        if code in ("id_taken", "server_full") and self.state is State.REGISTERING:
             self.state = State.DONE
             self._events.append(Refused(code, text))
         elif code in ("unknown_session", "bad_token") and self.state is State.REGISTERED:
@@ -444,7 +466,11 @@ class ClientSession:
             self._request_sync(now)  # missed some: ask for the rest
 
     def _set_list(self, peers: dict[str, PeerInfo], ver: int, now: float) -> None:
-        for gone in self._peers.keys() - peers.keys():
+        left = [cid for cid in self._peers if cid not in peers]
+        joined = [cid for cid, info in peers.items() if self._peers.get(cid) != info]
+        if left or joined or list(peers) != list(self._peers):
+            self._events.append(ListChanged(tuple(peers.values()), tuple(joined), tuple(left)))
+        for gone in left:
             if (link := self._links.pop(gone, None)) is not None:
                 self._fail_all(link, f"{gone} left", now)
                 if link.sock != MAIN:
@@ -587,7 +613,9 @@ class ClientSession:
             else:
                 out.interval = min(out.interval * 2, self.config.retransmit_max)
             out.next_tx = now + out.interval
-            msg = wire.Chat(src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, text=out.text)
+            msg = wire.Chat(
+                src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, text=out.text, group=out.group
+            )
             self._send(link.sock, msg, link.addr)
 
     def _fail_all(self, link: _Link, reason: str, now: float) -> None:
@@ -611,9 +639,9 @@ class ClientSession:
                 link = self._heard(src, sock, addr, now)
                 if not ack:
                     self._send(sock, wire.Probe(src=self.id, dst=src, attempt=attempt, ack=True), addr)
-            case wire.Chat(src=src, dst=self.id, stream=stream, base=base, seq=seq, text=text) if src in self._peers:
+            case wire.Chat(src=src, dst=self.id) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
-                self._receive_chat(link, sock, addr, stream, base, seq, text)
+                self._receive_chat(link, sock, addr, msg)
             case wire.ChatAck(src=src, dst=self.id, stream=stream, seq=seq) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
                 if stream == link.stream:
@@ -623,8 +651,9 @@ class ClientSession:
                 return
         self._pump(link, now)
 
-    def _receive_chat(self, link: _Link, sock: int, addr: Addr, stream: int, base: int, seq: int, text: str) -> None:
+    def _receive_chat(self, link: _Link, sock: int, addr: Addr, msg: wire.Chat) -> None:
         """Show messages once each and in order; acknowledge only what was shown or is held for showing."""
+        stream, base, seq = msg.stream, msg.base, msg.seq
         if link.rx_stream != stream:  # a new stream (or we lost our state): it resumes at the sender's base
             link.rx_stream, link.rx_next, link.rx_held = stream, base, {}
         elif base > link.rx_next:  # the sender saw everything before base acknowledged: shown already
@@ -634,10 +663,11 @@ class ClientSession:
             self.dropped += 1  # too far ahead to hold: not acknowledged, so it will come again
             return
         if seq >= link.rx_next:
-            link.rx_held[seq] = text
+            link.rx_held[seq] = (msg.text, msg.group)
         self._send(sock, wire.ChatAck(src=self.id, dst=link.peer, stream=stream, seq=seq), addr)
         while link.rx_next in link.rx_held:
-            self._events.append(ChatReceived(link.peer, link.rx_held.pop(link.rx_next)))
+            text, group = link.rx_held.pop(link.rx_next)
+            self._events.append(ChatReceived(link.peer, text, group))
             link.rx_next += 1
 
     def _heard(self, peer: str, sock: int, addr: Addr, now: float) -> _Link:

@@ -1,10 +1,22 @@
-"""What the sans-I/O objects tell their shells to show the user. Each has the exact human line."""
+"""What the sans-I/O objects tell their shells to show the user.
+
+Each event has its exact human line (:meth:`line`, ``None`` for events the assignment's output does
+not show) and its machine form (:meth:`as_dict`, one JSON object per event with ``--json``; the
+fields are documented in ``docs/EVENTS.md``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .wire import Addr, PeerInfo
+
+Json = dict[str, object]
+
+
+def peer_json(peer: PeerInfo) -> Json:
+    return {"id": peer.id, "public": str(peer.pub), "private": str(peer.priv)}
+
 
 # --- server -------------------------------------------------------------------------------------------
 
@@ -16,6 +28,9 @@ class RegisteredEvent:
     def line(self) -> str:
         return f"{self.peer.id} {self.peer.pub}"
 
+    def as_dict(self) -> Json:
+        return {"event": "registered", **peer_json(self.peer)}
+
 
 @dataclass(frozen=True, slots=True)
 class Deregistered:
@@ -24,6 +39,9 @@ class Deregistered:
     def line(self) -> str:
         return f"{self.peer.id} is deregistered {self.peer.pub}"
 
+    def as_dict(self) -> Json:
+        return {"event": "deregistered", **peer_json(self.peer)}
+
 
 @dataclass(frozen=True, slots=True)
 class Disappeared:
@@ -31,6 +49,9 @@ class Disappeared:
 
     def line(self) -> str:
         return f"{self.peer.id} is disappeared {self.peer.pub}"
+
+    def as_dict(self) -> Json:
+        return {"event": "disappeared", **peer_json(self.peer)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +63,9 @@ class Moved:
 
     def line(self) -> str:
         return f"{self.peer.id} moved {self.old} -> {self.peer.pub}"
+
+    def as_dict(self) -> Json:
+        return {"event": "moved", **peer_json(self.peer), "was": str(self.old)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +79,9 @@ class Dropped:
     def line(self) -> str:
         return f"dropped datagram from {self.addr}: {self.code}: {self.reason}"
 
+    def as_dict(self) -> Json:
+        return {"event": "error", "code": self.code, "message": self.reason, "from": str(self.addr)}
+
 
 ServerEvent = RegisteredEvent | Deregistered | Disappeared | Moved | Dropped
 
@@ -66,6 +93,7 @@ ServerEvent = RegisteredEvent | Deregistered | Disappeared | Moved | Dropped
 class Joined:
     """The server accepted us (``again``: after losing it)."""
 
+    id: str
     pub: Addr
     again: bool
 
@@ -74,6 +102,9 @@ class Joined:
             return f"registered again with the server as {self.pub}"
         return f"registered; public address {self.pub}"
 
+    def as_dict(self) -> Json:
+        return {"event": "registered", "id": self.id, "public": str(self.pub), "again": self.again}
+
 
 @dataclass(frozen=True, slots=True)
 class ServerLost:
@@ -81,6 +112,9 @@ class ServerLost:
 
     def line(self) -> str:
         return f"{self.reason}; registering again"
+
+    def as_dict(self) -> Json:
+        return {"event": "error", "code": "server_lost", "message": self.line()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +127,23 @@ class Refused:
     def line(self) -> str:
         return f"error: {self.msg}"
 
+    def as_dict(self) -> Json:
+        return {"event": "error", "code": self.code, "message": self.msg, "fatal": True}
+
 
 @dataclass(frozen=True, slots=True)
 class ChatReceived:
+    """A message from ``src``; ``group``: it was sent to everyone (``@all``)."""
+
     src: str
     text: str
+    group: bool = False
 
     def line(self) -> str:
-        return f"From {self.src} [{self.text}]"
+        return f"From {self.src} to all [{self.text}]" if self.group else f"From {self.src} [{self.text}]"
+
+    def as_dict(self) -> Json:
+        return {"event": "message", "from": self.src, "text": self.text, "to_all": self.group}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +154,9 @@ class DeliveryFailed:
 
     def line(self) -> str:
         return f"could not deliver to {self.dst}: {self.reason} [{self.text}]"
+
+    def as_dict(self) -> Json:
+        return {"event": "error", "code": "undeliverable", "to": self.dst, "text": self.text, "message": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +171,29 @@ class PathUp:
         how = f"attempt {self.attempt}" if self.attempt else "the peer reached us first"
         return f"path to {self.peer} is up via {self.addr} ({how})"
 
+    def as_dict(self) -> Json:
+        return {"event": "path", "peer": self.peer, "address": str(self.addr), "attempt": self.attempt}
+
+
+@dataclass(frozen=True, slots=True)
+class ListChanged:
+    """The peer list changed: who joined (or moved) and who left; ``peers`` is the whole new list."""
+
+    peers: tuple[PeerInfo, ...]
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+
+    def line(self) -> None:
+        return None  # the assignment's client shows the list only when asked (@show_list)
+
+    def as_dict(self) -> Json:
+        return {
+            "event": "list",
+            "joined": list(self.joined),
+            "left": list(self.left),
+            "peers": [peer_json(p) for p in self.peers],
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Left:
@@ -132,5 +201,11 @@ class Left:
 
     acknowledged: bool
 
+    def line(self) -> None:
+        return None
 
-ClientEvent = Joined | ServerLost | Refused | ChatReceived | DeliveryFailed | PathUp | Left
+    def as_dict(self) -> Json:
+        return {"event": "left", "acknowledged": self.acknowledged}
+
+
+ClientEvent = Joined | ServerLost | Refused | ChatReceived | DeliveryFailed | PathUp | ListChanged | Left

@@ -79,9 +79,11 @@ class RendezvousServer:
         self,
         *,
         timeout: float = 30.0,
+        max_clients: int | None = None,
         token_factory: Callable[[], str] = lambda: secrets.token_hex(16),
     ) -> None:
         self.timeout = timeout
+        self.max_clients = max_clients
         self._new_token = token_factory
         self._entries: dict[str, _Entry] = {}  # in registration order
         self._expiry: OrderedDict[str, None] = OrderedDict()  # least recently heard first
@@ -174,6 +176,9 @@ class RendezvousServer:
             if entry.info.pub != addr or entry.info.priv != msg.priv:
                 self._update(entry, addr, msg.priv)  # the NAT rebound this session's mapping
             self._touch(entry, now)
+        elif self.max_clients is not None and len(self._entries) >= self.max_clients:
+            self._drop(addr, "server_full", f"the server is full: {self.max_clients} clients are registered")
+            return
         else:
             entry = _Entry(PeerInfo(msg.id, addr, msg.priv), self._new_token(), now)
             self._entries[msg.id] = entry

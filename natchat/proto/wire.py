@@ -198,6 +198,7 @@ class Chat(Message, tag="chat", frozen=True):
 
     ``base`` is the lowest seq the sender has not seen acknowledged: everything before it was shown. A
     receiver that lost its state (it restarted, or the peer briefly left its list) resumes there.
+    ``group``: the sender sent this text to everyone (``@all``), one copy to each peer.
     """
 
     src: ClientId
@@ -206,6 +207,7 @@ class Chat(Message, tag="chat", frozen=True):
     base: Counter
     seq: Counter
     text: Text
+    group: bool
 
 
 class ChatAck(Message, tag="chat_ack", frozen=True):
