@@ -9,9 +9,12 @@ Where this machine cannot do that, every test here is skipped for one reason, sh
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +48,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.mininet)
+
+
+def run_scenario(script: Path, *args: str, tmp_path: Path, timeout: float) -> dict[str, Any]:
+    """Run a topologies/ scenario script under Debian's Python; require exit 0 and no failed row.
+
+    Returns its JSON report (``rows``, and whatever else the script writes). On failure the assertion
+    shows the table, the script's errors and the end of the transcript.
+    """
+    report = tmp_path / "report.json"
+    transcript = tmp_path / "transcript.log"
+    proc = subprocess.run(
+        [DEBIAN_PYTHON, str(script), *args, "--json", str(report), "--transcript", str(transcript)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        cwd=script.parent.parent,
+    )
+    print(proc.stdout)  # the table, shown with -s or on failure
+    results: dict[str, Any] = json.loads(report.read_text()) if report.exists() else {"rows": []}
+    failed = [row for row in results["rows"] if not row["passed"]]
+    log = transcript.read_text()[-6000:] if transcript.exists() else ""
+    assert proc.returncode == 0 and not failed, (
+        f"{failed}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n--- transcript ---\n{log}"
+    )
+    return results

@@ -4,11 +4,9 @@ same server, and what happens between an IPv4-only client and an IPv6-only one."
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
-from .conftest import DEBIAN_PYTHON
+from .conftest import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "topologies" / "ipv6_scenario.py"
@@ -25,21 +23,7 @@ STEPS = [
 
 
 def test_ipv6_network(tmp_path: Path) -> None:
-    report = tmp_path / "ipv6.json"
-    transcript = tmp_path / "transcript.log"
-    proc = subprocess.run(
-        [DEBIAN_PYTHON, str(SCRIPT), "--json", str(report), "--transcript", str(transcript)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    print(proc.stdout)  # the table, shown with -s or on failure
-    rows = json.loads(report.read_text())["rows"] if report.exists() else []
-    failed = [row for row in rows if not row["passed"]]
-    log = transcript.read_text()[-6000:] if transcript.exists() else ""
-    assert proc.returncode == 0 and not failed, f"{failed}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{log}"
+    rows = run_scenario(SCRIPT, tmp_path=tmp_path, timeout=120)["rows"]
     assert [row["scenario"] for row in rows] == STEPS
     details = {row["scenario"]: row["detail"] for row in rows}
     assert details[STEPS[1]] == "client1 [fd00:1::2]:10081; client2 [fd00:2::2]:10081; client3 10.0.0.4:10081"

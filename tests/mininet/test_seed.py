@@ -7,11 +7,9 @@ pairs with 0 ms and 20 ms per NAT crossing. This test holds its JSON report to t
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
-from .conftest import DEBIAN_PYTHON
+from .conftest import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "topologies" / "seed_scenario.py"
@@ -28,22 +26,7 @@ BEHAVIOURS = [
 
 
 def test_seed_network_behaviours_and_punching(tmp_path: Path) -> None:
-    report = tmp_path / "seed.json"
-    transcript = tmp_path / "transcript.log"
-    proc = subprocess.run(
-        [DEBIAN_PYTHON, str(SCRIPT), "--pairs", str(PAIRS), "--json", str(report), "--transcript", str(transcript)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    print(proc.stdout)  # the table, shown with -s or on failure
-    results = json.loads(report.read_text()) if report.exists() else {"rows": [], "punch": []}
-    failed = [row for row in results["rows"] if not row["passed"]]
-    assert proc.returncode == 0 and not failed, (
-        f"{failed}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n--- transcript ---\n{transcript.read_text()[-6000:]}"
-    )
+    results = run_scenario(SCRIPT, "--pairs", str(PAIRS), tmp_path=tmp_path, timeout=900)
     assert [row["scenario"] for row in results["rows"][: len(BEHAVIOURS)]] == BEHAVIOURS
     delays = {p["delay_ms"]: p for p in results["punch"]}
     assert set(delays) == {0.0, 20.0}
