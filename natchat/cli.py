@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import sys
+from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import trio
@@ -15,7 +16,9 @@ from .client import JoinConfig, run_client
 from .net import EndpointError, resolve_udp
 from .probe import ProbeClientConfig, ProgressBar, probe_mapping
 from .proto.client import ClientConfig
+from .proto.events import ServerEvent
 from .proto.probe import Kind, ProbeConfig, ProbeFailed, Report
+from .proto.server import RELAY_BYTES, RELAY_RATE
 from .proto.wire import ID_PATTERN
 from .server import ServerConfig, print_event, serve
 
@@ -30,6 +33,14 @@ app = typer.Typer(
 def fail(message: str, status: int = 1) -> NoReturn:
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise typer.Exit(status)
+
+
+_RELAY_RATE = typer.Option(
+    envvar="NATCHAT_RELAY_RATE", min=1, max=1e6, help="Datagrams per second each client may have relayed."
+)
+_RELAY_BYTES = typer.Option(
+    envvar="NATCHAT_RELAY_BYTES", min=1200, max=1e9, help="Bytes per second each client may have relayed."
+)
 
 
 @app.command("serve")
@@ -91,23 +102,95 @@ def serve_command(
             help="Second UDP port for the probes' NAT classification (0: any free port).",
         ),
     ] = None,
+    # --- issue 4: the midPeer relay ---
+    midpeer: Annotated[
+        bool,
+        typer.Option(
+            "--midpeer",
+            envvar="NATCHAT_MIDPEER",
+            help="Also be a midPeer: relay chat between clients that find no direct path (by client ID only, "
+            "rate-limited). The server introduces peers for hole punching either way.",
+        ),
+    ] = False,
+    relay_rate: Annotated[float, _RELAY_RATE] = RELAY_RATE,
+    relay_bytes: Annotated[float, _RELAY_BYTES] = RELAY_BYTES,
 ) -> None:
     """Run the rendezvous server: clients register, keep alive, and learn who is online."""
     config = ServerConfig(
-        host=host, port=port, timeout=timeout, max_clients=max_clients, probe=probe, probe_port=probe_port
+        host=host,
+        port=port,
+        timeout=timeout,
+        max_clients=max_clients,
+        probe=probe,
+        probe_port=probe_port,
+        relay=midpeer,
+        relay_rate=relay_rate,
+        relay_bytes=relay_bytes,
+    )
+    what = "natchat server with midPeer relay" if midpeer else "natchat server"
+    _run_server(config, what, print_event(verbose, json_output))
+
+
+@app.command("midpeer")
+def midpeer_command(
+    host: Annotated[
+        str, typer.Option(envvar="NATCHAT_HOST", help="Address to listen on ('::': IPv6 and IPv4).")
+    ] = "::",
+    port: Annotated[
+        int, typer.Option(envvar="NATCHAT_MIDPEER_PORT", min=1, max=65535, help="UDP port to listen on.")
+    ] = 10082,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="NATCHAT_TIMEOUT", min=0.1, max=86400, help="Seconds of silence after which a client is forgotten."
+        ),
+    ] = 30.0,
+    relay: Annotated[
+        bool,
+        typer.Option("--relay/--no-relay", envvar="NATCHAT_RELAY", help="Relay when no direct path exists."),
+    ] = True,
+    relay_rate: Annotated[float, _RELAY_RATE] = RELAY_RATE,
+    relay_bytes: Annotated[float, _RELAY_BYTES] = RELAY_BYTES,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", envvar="NATCHAT_VERBOSE", help="Also print every dropped datagram.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", envvar="NATCHAT_JSON", help="One JSON object per event (docs/EVENTS.md).")
+    ] = False,
+) -> None:
+    """Run a standalone midPeer: introduces peers for hole punching and relays when no direct path exists.
+
+    Put it where every peer can reach it (a public host, or a forwarded port behind a NAT) and start the
+    clients with `natchat join --midpeer HOST:PORT`. It keeps no peer list: that is the server's.
+    """
+    config = ServerConfig(
+        host=host,
+        port=port,
+        timeout=timeout,
+        probe=False,
+        relay=relay,
+        lists=False,
+        relay_rate=relay_rate,
+        relay_bytes=relay_bytes,
+    )
+    _run_server(
+        config, "natchat midPeer" + ("" if relay else " (introducer only, no relay)"), print_event(verbose, json_output)
     )
 
+
+def _run_server(config: ServerConfig, what: str, emit: Callable[[ServerEvent], None]) -> None:
     async def main() -> str | None:
         problem = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-                bound = await nursery.start(serve, config, print_event(verbose, json_output))
+                bound = await nursery.start(serve, config, emit)
                 print(
-                    f"natchat server on UDP {bound}; clients disappear after {timeout:g} s", file=sys.stderr, flush=True
+                    f"{what} on UDP {bound}; clients disappear after {config.timeout:g} s", file=sys.stderr, flush=True
                 )
         except* OSError as group:
             first = group.exceptions[0]
+            host, port = config.host, config.port
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             problem = f"cannot listen on UDP {where}: {getattr(first, 'strerror', first)}"
         return problem
@@ -178,8 +261,40 @@ def join_command(
             help="One JSON object per event on standard output instead of the human lines (docs/EVENTS.md).",
         ),
     ] = False,
+    midpeer: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NATCHAT_MIDPEER",
+            show_default="the server",
+            help="A standalone midPeer (`natchat midpeer`), HOST[:PORT] (port 10082 if omitted), to introduce "
+            "peers and relay when no direct path exists.",
+        ),
+    ] = None,
+    direct_only: Annotated[
+        bool,
+        typer.Option(
+            "--direct-only", envvar="NATCHAT_DIRECT_ONLY", help="Never relay; say when no direct path exists."
+        ),
+    ] = False,
+    relay_only: Annotated[
+        bool,
+        typer.Option(
+            "--relay-only", envvar="NATCHAT_RELAY_ONLY", help="Always relay through the midPeer; never punch."
+        ),
+    ] = False,
+    relay_after: Annotated[
+        float,
+        typer.Option(
+            envvar="NATCHAT_RELAY_AFTER",
+            min=0.1,
+            max=3600,
+            help="Seconds without a direct path before messages go through the midPeer relay.",
+        ),
+    ] = 3.0,
 ) -> None:
-    """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @help, @exit."""
+    """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @path <id>, @help, @exit."""
+    if direct_only and relay_only:
+        fail("--direct-only and --relay-only exclude each other", 2)
     if client_id is None:
         try:
             client_id = input("Enter ID : ").strip()
@@ -187,14 +302,27 @@ def join_command(
             fail("no ID given", 2)
     if not re.fullmatch(ID_PATTERN, client_id):
         fail(f"invalid ID {client_id!r}: use 1-32 characters of A-Z a-z 0-9 . _ -", 2)
-    session = ClientConfig(keepalive=keepalive, deliver_within=deliver_within, register_within=register_within)
+    session = ClientConfig(
+        keepalive=keepalive,
+        deliver_within=deliver_within,
+        register_within=register_within,
+        path="direct" if direct_only else "relay" if relay_only else "auto",
+        relay_after=relay_after,
+    )
 
     async def main() -> int:
         try:
             server_addr = await resolve_udp(server, 10080)
         except EndpointError as exc:
             fail(f"--server: {exc}", 2)
+        midpeer_addr = None
+        if midpeer is not None:
+            try:
+                midpeer_addr = await resolve_udp(midpeer, 10082)
+            except EndpointError as exc:
+                fail(f"--midpeer: {exc}", 2)
         config = JoinConfig(
+            midpeer=midpeer_addr,
             client_id=client_id,
             server=server_addr,
             bind=bind,

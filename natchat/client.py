@@ -18,7 +18,18 @@ import trio
 
 from .net import bind_udp, family_of, local_ip_toward, to_addr
 from .proto.client import MAIN, ClientConfig, ClientSession, MessageTooLong, NoPeers, UnknownPeer
-from .proto.events import ChatReceived, ClientEvent, Joined, Json, Left, ListChanged, PathUp, Refused, peer_json
+from .proto.events import (
+    ChatReceived,
+    ClientEvent,
+    Joined,
+    Json,
+    Left,
+    ListChanged,
+    PathReport,
+    PathUp,
+    Refused,
+    peer_json,
+)
 from .proto.wire import Addr
 from .shell import SocketsShell
 
@@ -31,6 +42,7 @@ HELP = (
     ("@show_list", "list the registered clients: ID and public address, in registration order"),
     ("@chat <id> <message>", "send a message directly to one client"),
     ("@all <message>", "send a message directly to every other client (they see 'From <you> to all [...]')"),
+    ("@path <id>", "how messages to a client go (lan, direct or relay) and the round-trip time"),
     ("@help", "this list"),
     ("@exit", "deregister and quit (end of input and Ctrl-C do the same)"),
 )
@@ -47,6 +59,8 @@ class JoinConfig:
     json: bool = False
     """One JSON object per event on standard output instead of the human lines (docs/EVENTS.md)."""
     session: ClientConfig = field(default_factory=ClientConfig)
+    midpeer: Addr | None = None
+    """A standalone midPeer to introduce and relay (None: the server does)."""
 
     @property
     def bind_host(self) -> str:
@@ -108,7 +122,7 @@ class _Shell:
 
     def show(self, event: ClientEvent) -> None:
         match event:
-            case ChatReceived() | ListChanged():
+            case ChatReceived() | ListChanged() | PathReport():
                 self.emit(event.as_dict(), event.line())
             case Left():
                 self.emit(event.as_dict(), None)
@@ -165,6 +179,14 @@ class _Shell:
                 self.error("to_self", f"{peer} is you; chat with another client")
             else:
                 self.send(lambda: self.session.chat(peer, text, now), peer)
+        elif word == "@path":
+            peer = rest.strip()
+            if not peer or " " in peer:
+                self.error("usage", "usage: @path <client id>")
+            elif peer == self.session.id:
+                self.error("to_self", f"{peer} is you; ask about another client")
+            else:
+                self.send(lambda: self.session.measure_path(peer, now), peer)
         elif word == "@all":
             if not (text := rest.strip()):
                 self.error("usage", "usage: @all <message>")
@@ -213,7 +235,9 @@ async def run_client(
     with main:
         bound = to_addr(main.getsockname())
         local_ip = bound.host if bound.host not in ("0.0.0.0", "::") else local_ip_toward(config.server)
-        session = ClientSession(config.client_id, config.server, Addr(local_ip, bound.port), config=config.session)
+        session = ClientSession(
+            config.client_id, config.server, Addr(local_ip, bound.port), config=config.session, midpeer=config.midpeer
+        )
         async with trio.open_nursery() as nursery:
             shell = _Shell(config, session, nursery, out, err)
             await shell.sockets.add_socket(MAIN, main)

@@ -1,7 +1,7 @@
 """``natchat serve``: the Trio shell around :class:`~natchat.proto.server.RendezvousServer`.
 
-One nursery, two tasks: the receive loop feeds datagrams to the protocol object and sends what it
-returns; the sweeper sleeps until the protocol's next deadline (a cancel scope whose deadline the
+The receive loop feeds datagrams to the protocol object, a batch at a time; a sender task sends what
+it returns; the sweeper sleeps until the protocol's next deadline (a cancel scope whose deadline the
 receive loop moves) and lets it expire silent clients. Nothing here decides anything.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .probe import ProbeService, bind_probe_port, serve_probes
 from .proto import stun
 from .proto.events import Dropped, ServerEvent
 from .proto.probe import is_probe_message
-from .proto.server import RendezvousServer
+from .proto.server import RELAY_BYTES, RELAY_RATE, RendezvousServer
 from .proto.wire import Addr
 
 
@@ -36,9 +37,33 @@ class ServerConfig:
     """Answer ``natchat probe-mapping`` (natchat/probe.py); STUN Binding is answered either way."""
     probe_port: int | None = None
     """The probes' second port; None: the main port minus one, or any free port if that is taken."""
+    relay: bool = False
+    """Also be a midPeer relay (``serve --midpeer``, ``natchat midpeer``)."""
+    lists: bool = True
+    """Send clients the peer list (a standalone midPeer does not)."""
+    relay_rate: float = RELAY_RATE
+    relay_bytes: float = RELAY_BYTES
+
+
+BATCH = 64
+"""Datagrams the receive loop takes from the socket (and feeds to the protocol) between checkpoints."""
+
+
+@dataclass(slots=True)
+class SendStatistics:
+    """What the shell has sent for the protocol (the benchmark reads these)."""
+
+    datagrams: int = 0
+    bytes: int = 0
+    largest: int = 0
 
 
 class _Shell:
+    """Receives in batches on a non-blocking socket, feeds the protocol, and sends what it returns from a
+    separate task, so that a large fan-out (a delta to every client) never holds up receiving or the
+    sweeper. While the sender is busy, the protocol keeps what it has to send; changes made meanwhile
+    travel together (see ``RendezvousServer._record``)."""
+
     def __init__(
         self,
         proto: RendezvousServer,
@@ -48,28 +73,53 @@ class _Shell:
     ):
         self.proto = proto
         self.sock = sock
+        self.family = sock.family
         self.emit = emit
         self.probes = probes
         self.sweep_scope = trio.CancelScope()
         self.send_errors = 0
+        self.stats = SendStatistics()
+        self._wake = trio.Event()  # set when the protocol may have datagrams to send
 
     async def receive_loop(self) -> None:
+        """Receive and feed datagrams until cancelled, and (a second task) send what the protocol returns."""
+        # The same socket as a plain non-blocking one: Trio's socket methods checkpoint on every call,
+        # which costs more than everything natchat does with a keepalive.
+        with socket.fromfd(self.sock.fileno(), self.sock.family, self.sock.type) as raw:
+            raw.setblocking(False)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, raw)
+                await self._receive(raw)
+
+    async def _receive(self, raw: socket.socket) -> None:
         while True:
-            try:
-                data, source = await self.sock.recvfrom(UDP_RECV_SIZE)
-            except OSError:  # e.g. an ICMP error reported on the socket: not ours to die of
-                continue
-            # STUN Binding (RFC 5389) and mapping probes share this port; see natchat/probe.py.
-            if stun.is_stun(data):
-                if (answer := stun.binding_response(data, to_addr(source))) is not None:
-                    with contextlib.suppress(OSError):
-                        await self.sock.sendto(answer, source)
-                continue
-            if self.probes is not None and is_probe_message(data):
-                await self.probes.receive_main(data, source)
-                continue
-            self.proto.receive_datagram(data, to_addr(source), trio.current_time())
-            await self.flush()
+            await trio.lowlevel.wait_readable(raw)
+            for _ in range(BATCH):
+                try:
+                    data, source = raw.recvfrom(UDP_RECV_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError:  # e.g. an ICMP error reported on the socket: not ours to die of
+                    continue
+                # STUN Binding (RFC 5389) and mapping probes share this port; see natchat/probe.py.
+                if stun.is_stun(data):
+                    if (answer := stun.binding_response(data, to_addr(source))) is not None:
+                        with contextlib.suppress(OSError):
+                            await self.sock.sendto(answer, source)
+                elif self.probes is not None and is_probe_message(data):
+                    await self.probes.receive_main(data, source)
+                else:
+                    self.proto.receive_datagram(data, self._addr(source), trio.current_time())
+            self._collect()
+
+    def _addr(self, source: tuple[str, int] | tuple[str, int, int, int]) -> Addr:
+        """:func:`~natchat.net.to_addr`, without parsing the kernel's canonical text of an IPv4 address."""
+        host = source[0]
+        if self.family == socket.AF_INET6:
+            if not (host.startswith("::ffff:") and "." in host):
+                return to_addr(source)
+            host = host[7:]  # IPv4-mapped: the IPv4 sender
+        return Addr(host, source[1])
 
     async def sweeper(self) -> None:
         while True:
@@ -77,18 +127,42 @@ class _Shell:
                 await trio.sleep_forever()
             self.sweep_scope = trio.CancelScope()
             self.proto.handle_timer(trio.current_time())
-            await self.flush()
+            self._collect()
 
-    async def flush(self) -> None:
+    def _collect(self) -> None:
+        """Emit the protocol's events, move the sweeper's deadline, and wake the sender."""
         while (event := self.proto.next_event()) is not None:
             self.emit(event)
-        for data, addr in self.proto.datagrams_to_send():
-            try:
-                await self.sock.sendto(data, sockaddr_for(self.sock.family, addr))
-            except OSError:
-                self.send_errors += 1
         timer = self.proto.get_timer()
         self.sweep_scope.deadline = math.inf if timer is None else timer
+        self._wake.set()
+
+    async def _send_loop(self, raw: socket.socket) -> None:
+        while True:
+            out = self.proto.datagrams_to_send()
+            if not out:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            for count, (data, addr) in enumerate(out, 1):
+                while not self._send_now(raw, data, addr):
+                    await trio.lowlevel.wait_writable(raw)  # the socket's send buffer is full
+                if count % BATCH == 0:
+                    await trio.lowlevel.checkpoint()  # let the receive loop and the sweeper in
+
+    def _send_now(self, raw: socket.socket, data: bytes, addr: Addr) -> bool:
+        """Send one datagram (a failure is counted); False if it must wait for the socket."""
+        try:
+            raw.sendto(data, sockaddr_for(self.family, addr))
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.send_errors += 1
+            return True
+        self.stats.datagrams += 1
+        self.stats.bytes += len(data)
+        self.stats.largest = max(self.stats.largest, len(data))
+        return True
 
 
 async def serve(
@@ -103,7 +177,15 @@ async def serve(
         alt = await bind_probe_port(sock, config.probe_port, _note) if config.probe else None
         async with trio.open_nursery() as nursery:
             probes = await nursery.start(serve_probes, sock, alt) if alt is not None else None
-            shell = _Shell(RendezvousServer(timeout=config.timeout, max_clients=config.max_clients), sock, emit, probes)
+            proto = RendezvousServer(
+                timeout=config.timeout,
+                max_clients=config.max_clients,
+                relay=config.relay,
+                lists=config.lists,
+                relay_rate=config.relay_rate,
+                relay_bytes=config.relay_bytes,
+            )
+            shell = _Shell(proto, sock, emit, probes)
             nursery.start_soon(shell.sweeper)
             nursery.start_soon(shell.receive_loop)
             task_status.started(to_addr(sock.getsockname()))

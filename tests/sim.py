@@ -21,6 +21,7 @@ from natchat.proto.server import RendezvousServer
 from natchat.proto.wire import Addr
 
 SERVER = Addr("10.0.0.3", 10080)
+MIDPEER = Addr("10.0.0.4", 10082)
 Drop = Callable[[Addr, Addr, bytes], bool]
 
 
@@ -44,9 +45,21 @@ class Node:
 
 
 class Sim:
-    def __init__(self, *, timeout: float = 30.0, config: ClientConfig | None = None, seed: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        config: ClientConfig | None = None,
+        seed: int = 1,
+        relay: bool = False,
+        midpeer: bool = False,
+    ) -> None:
+        """``relay``: the server is a midPeer too; ``midpeer``: a standalone midPeer at MIDPEER."""
         self.now = 1000.0
-        self.server = RendezvousServer(timeout=timeout, token_factory=tokens())
+        self.server = RendezvousServer(timeout=timeout, token_factory=tokens(), relay=relay)
+        self.midpeer = RendezvousServer(timeout=timeout, token_factory=tokens(), relay=True, lists=False)
+        self.midpeer_up = midpeer
+        self.midpeer_events: list[ServerEvent] = []
         self.server_up = True
         self.server_events: list[ServerEvent] = []
         self.config = config or ClientConfig()
@@ -56,11 +69,23 @@ class Sim:
         self._ports = itertools.count(20000)
         self.sent: list[tuple[Addr, Addr, bytes]] = []
 
-    def add(self, client_id: str, site: str = "10.0.0.1", *, nat: bool = True, start: bool = True) -> Node:
-        """A client at public IP ``site``: behind a NAT there (private address 192.168.x.2) or not."""
+    def add(
+        self,
+        client_id: str,
+        site: str = "10.0.0.1",
+        *,
+        nat: bool = True,
+        start: bool = True,
+        config: ClientConfig | None = None,
+    ) -> Node:
+        """A client at public IP ``site``: behind a NAT there (private address 192.168.x.2) or not; it
+        uses the standalone midPeer if the simulation has one."""
         port = next(self._ports)
         priv = Addr(f"192.168.{len(self.nodes) % 250}.2", port) if nat else Addr(site, port)
-        session = ClientSession(client_id, SERVER, priv, config=self.config, rng=random.Random(port))
+        midpeer = MIDPEER if self.midpeer_up else None
+        session = ClientSession(
+            client_id, SERVER, priv, config=config or self.config, midpeer=midpeer, rng=random.Random(port)
+        )
         node = Node(session, site, {0: priv})
         self.nodes[client_id] = node
         if start:
@@ -88,6 +113,12 @@ class Sim:
             for data, dst in self.server.datagrams_to_send():
                 moved = True
                 self._deliver(SERVER, "server", dst, data)
+        if self.midpeer_up:
+            while (event := self.midpeer.next_event()) is not None:
+                self.midpeer_events.append(event)
+            for data, dst in self.midpeer.datagrams_to_send():
+                moved = True
+                self._deliver(MIDPEER, "midpeer", dst, data)
         for node in list(self.nodes.values()):
             for action in node.session.actions():
                 moved = True
@@ -115,6 +146,10 @@ class Sim:
             if self.server_up:
                 self.server.receive_datagram(data, src, self.now)
             return
+        if dst == MIDPEER:
+            if self.midpeer_up:
+                self.midpeer.receive_datagram(data, src, self.now)
+            return
         found = self._locate(dst, src_site)
         if found is not None:
             node, sock = found
@@ -135,6 +170,8 @@ class Sim:
             timers = [n.session.get_timer() for n in self.nodes.values()]
             if self.server_up:
                 timers.append(self.server.get_timer())
+            if self.midpeer_up:
+                timers.append(self.midpeer.get_timer())
             due = min((t for t in timers if t is not None), default=None)
             if due is None or due > end:
                 break
@@ -144,6 +181,8 @@ class Sim:
             self.now = max(self.now, due)
             if self.server_up:
                 self.server.handle_timer(self.now)
+            if self.midpeer_up:
+                self.midpeer.handle_timer(self.now)
             for node in self.nodes.values():
                 node.session.handle_timer(self.now)
             self.settle()

@@ -6,6 +6,13 @@ port, because the failed attempt can leave a conntrack entry on the peer's NAT t
 host a different port toward us for as long as the entry lives (the "conntrack trap", see
 ``docs/PROTOCOL.md``). The shell reports the new socket's local address with :meth:`socket_opened`.
 
+Who introduces: the rendezvous server, or a standalone midPeer (``join --midpeer``) with which the
+session keeps a second :class:`~natchat.proto.registration.Registration`. When the introducer offers a
+relay, a message that finds no direct path within ``relay_after`` seconds goes through it (wrapped in
+:class:`~natchat.proto.wire.Relay`), and direct attempts go on in the background, with growing gaps;
+the reliable stream is the same whichever way its datagrams go, so moving between paths neither loses
+nor duplicates a message.
+
 Paths to peers, per peer (:class:`_Link`):
 
 ``IDLE`` --(a message to send, or the server says "go")--> ``ASKING`` --(``PunchGo``)--> ``PROBING``
@@ -21,7 +28,10 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import msgspec
 
 from . import wire
 from .actions import Action, CloseSocket, OpenSocket, Send
@@ -32,10 +42,14 @@ from .events import (
     Joined,
     Left,
     ListChanged,
+    Notice,
+    PathChanged,
+    PathReport,
     PathUp,
     Refused,
     ServerLost,
 )
+from .registration import RegConfig, Registration, RegState
 from .wire import Addr, PeerInfo
 
 MAIN = 0
@@ -64,6 +78,24 @@ class ClientConfig:
     """How long ``@exit`` waits for the server to acknowledge the deregistration."""
     window: int = 32
     """Messages in flight per peer."""
+    path: str = "auto"
+    """``auto``: direct when possible, else the midPeer relay (if the introducer offers one);
+    ``direct``: never relay (``--direct-only``); ``relay``: always relay (``--relay-only``)."""
+    relay_after: float = 3.0
+    """Seconds without a direct path, with messages waiting, before they go through the relay."""
+    upgrade_max: float = 15.0
+    """While relayed, direct attempts are retried with growing gaps of at most this many seconds ..."""
+    upgrade_for: float = 120.0
+    """... for as long as the peer was chatted with in the last this many seconds."""
+    ping_timeout: float = 2.0
+    """How long ``@path`` waits for its round-trip measurement."""
+
+    def __post_init__(self) -> None:
+        if self.path not in PATH_MODES:
+            raise ValueError(f"path must be one of {PATH_MODES}, not {self.path!r}")
+
+
+PATH_MODES = ("auto", "direct", "relay")
 
 
 class UnknownPeer(LookupError):
@@ -116,6 +148,13 @@ class _Link:
     next_action: float = 0.0  # next probe or request retransmission
     candidates: list[Addr] = field(default_factory=list)
     last_heard: float = float("-inf")
+    relayed: bool = False  # no direct path: messages go through the midPeer relay
+    trying_since: float | None = None  # when we began looking for a path (None: not looking)
+    next_direct: float = float("inf")  # while relayed: when the next background direct attempt starts
+    direct_gap: float = 1.0
+    last_used: float = float("-inf")  # last chat message to or from the peer
+    ping: int = 0  # an @path measurement in flight (its nonce), and when it left
+    ping_sent: float = 0.0
     next_seq: int = 1
     outbox: dict[int, _Outgoing] = field(default_factory=dict)
     rx_stream: int | None = None
@@ -131,32 +170,23 @@ class ClientSession:
         priv: Addr,
         *,
         config: ClientConfig | None = None,
+        midpeer: Addr | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """``midpeer``: a standalone midPeer to introduce and relay (None: the server does both)."""
         self.id = client_id
         self.server = server
         self.priv = priv
         self.config = config or ClientConfig()
         self._rng = rng or random.Random()
         self.state = State.REGISTERING
-        self.token: str | None = None
         self.pub: Addr | None = None
-        self.keepalive = self.config.keepalive
-        self._ever_registered = False
-        self._started_at = 0.0
+        reg_config = RegConfig(self.config.keepalive, self.config.register_within)
+        self._home = Registration(client_id, server, priv, reg_config, self._sender(server))
+        self._mid = None
+        if midpeer is not None and midpeer != server:
+            self._mid = Registration(client_id, midpeer, priv, reg_config, self._sender(midpeer))
         self._retry_at = 0.0
-        self._retry_gap = 0.5
-        self._last_from_server = 0.0
-        self._keepalive_at = 0.0
-        self._keepalive_gap = 1.0
-        self._keepalive_unanswered = False
-        self._warmup = 0.25
-        self._probe_sent_at: float | None = None  # a registration or keepalive not retransmitted yet
-        self.srtt: float | None = None
-        """Smoothed round-trip time to the server (from first transmissions only, as Karn says)."""
-        self.clock_offset: float | None = None
-        """The server's clock minus ours, from the exchange with the shortest round trip (as NTP does)."""
-        self._offset_rtt = float("inf")
         self._leave_by = 0.0
         # the peer list: a mirror of the server's registry at version ``_ver`` (None: not yet known)
         self._peers: dict[str, PeerInfo] = {}
@@ -186,31 +216,90 @@ class ClientSession:
         return list(self._peers.values())
 
     def path(self, peer: str) -> tuple[str, Addr | None]:
-        """The phase of the path to ``peer`` and the address it goes to."""
+        """The phase of the direct path to ``peer`` and the address it goes to."""
         link = self._links.get(peer)
         return (link.phase.value, link.addr) if link else (Phase.IDLE.value, None)
+
+    def path_kind(self, peer: str) -> str:
+        """How messages to ``peer`` go now: ``lan``, ``direct``, ``relay`` or ``none``."""
+        link = self._links.get(peer)
+        if link is None:
+            return "none"
+        if link.phase is Phase.UP:
+            info = self._peers.get(peer)
+            return "lan" if info is not None and link.addr == info.priv != info.pub else "direct"
+        return "relay" if link.relayed else "none"
+
+    @property
+    def token(self) -> str | None:
+        return self._home.token
+
+    @property
+    def srtt(self) -> float | None:
+        """Smoothed round-trip time to the server (from first transmissions only, as Karn says)."""
+        return self._home.srtt
+
+    @property
+    def clock_offset(self) -> float | None:
+        """The server's clock minus ours, from the exchange with the shortest round trip (as NTP does)."""
+        return self._home.clock_offset
+
+    @property
+    def keepalive(self) -> float:
+        return self._home.keepalive
+
+    @property
+    def _intro(self) -> Registration:
+        """Who introduces us to peers (and relays): the midPeer, unless there is none or it never answered."""
+        if self._mid is not None and self._mid.state is not RegState.GAVE_UP:
+            return self._mid
+        return self._home
+
+    @property
+    def relay_ready(self) -> bool:
+        """Messages may go through a relay now."""
+        intro = self._intro
+        return self.config.path != "direct" and intro.registered and intro.relay
 
     def get_timer(self) -> float | None:
         if self.state is State.DONE:
             return None
         if self.state is State.LEAVING:
             return min(self._retry_at, self._leave_by)
-        if self.state is State.REGISTERING:
-            timers = [self._retry_at]
-        else:
-            timers = [self._keepalive_at, self._last_from_server + self._lost_after]
-        if not self._ever_registered and self.config.register_within is not None:
-            timers.append(self._started_at + self.config.register_within)
+        timers = [self._home.get_timer()]
+        if self._mid is not None:
+            timers.append(self._mid.get_timer())
         if self._sync_at is not None:
             timers.append(self._sync_at)
         for link in self._links.values():
-            if link.phase in (Phase.ASKING, Phase.PROBING):
-                timers.append(min(link.next_action, link.attempt_ends))
-            timers.extend(out.give_up_at for out in link.outbox.values())
-            if link.phase is Phase.UP and (dead_at := self._path_dead_at(link)) is not None:
-                timers.append(dead_at)
-                timers.extend(out.next_tx for out in link.outbox.values() if out.sent_at is not None)
+            timers.extend(self._link_timers(link))
         return min(timers)
+
+    def _link_timers(self, link: _Link) -> list[float]:
+        timers = [out.give_up_at for out in link.outbox.values()]
+        if link.phase in (Phase.ASKING, Phase.PROBING):
+            timers.append(min(link.next_action, link.attempt_ends))
+        if link.phase is Phase.UP and (dead_at := self._path_dead_at(link)) is not None:
+            timers.append(dead_at)
+        if link.phase is Phase.UP or link.relayed:
+            timers.extend(out.next_tx for out in link.outbox.values() if out.sent_at is not None)
+        if link.relayed and link.phase is Phase.IDLE and link.last_used + self.config.upgrade_for > link.next_direct:
+            timers.append(link.next_direct)
+        if (fallback := self._relay_fallback_at(link)) is not None:
+            timers.append(fallback)
+        if link.ping:
+            timers.append(link.ping_sent + self.config.ping_timeout)
+        return timers
+
+    def _relay_fallback_at(self, link: _Link) -> float | None:
+        """When messages waiting for a direct path to ``link``'s peer go through the relay instead."""
+        if link.relayed or link.phase is Phase.UP or not link.outbox or not self.relay_ready:
+            return None
+        if self.config.path == "relay":
+            return 0.0  # at once
+        if link.trying_since is None:
+            return None
+        return link.trying_since + self.config.relay_after
 
     def _path_dead_at(self, link: _Link) -> float | None:
         """When an up path with unacknowledged messages counts as dead, if it has any."""
@@ -222,8 +311,9 @@ class ClientSession:
     # --- what the shell feeds -----------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        self._started_at = self._last_from_server = now
-        self._register(now)
+        self._home.start(now)
+        if self._mid is not None:
+            self._mid.start(now)
 
     def socket_opened(self, sock: int, local: Addr, now: float) -> None:
         self._sock_local[sock] = local
@@ -242,8 +332,12 @@ class ClientSession:
         seq = link.next_seq
         link.next_seq += 1
         link.outbox[seq] = _Outgoing(seq, text, now + self.config.deliver_within, group)
-        if link.phase is Phase.UP:
+        link.last_used = now
+        if link.phase is Phase.UP or link.relayed:
             self._pump(link, now)
+        elif self.config.path == "relay":
+            if self.relay_ready:
+                self._go_relay(link, now)
         elif link.phase is Phase.IDLE:
             self._start_attempt(link, now, fresh=False)
 
@@ -262,8 +356,32 @@ class ClientSession:
 
     def _check_size(self, text: str) -> None:
         longest = wire.Chat(src=self.id, dst="x" * 32, stream=2**53, base=2**53, seq=2**53, text=text, group=True)
-        if wire.encoded_size(longest) > wire.MAX_DATAGRAM:
+        size = wire.encoded_size(longest)
+        if self.config.path != "direct" and (self._mid is not None or self._intro.relay):  # it may be relayed
+            relay = wire.Relay(id=self.id, token="0" * 32, dst="x" * 32, data=msgspec.Raw(b"0" * size))
+            size = wire.encoded_size(relay)
+        if size > wire.MAX_DATAGRAM:
             raise MessageTooLong(f"{len(text.encode())} bytes")
+
+    def measure_path(self, peer: str, now: float) -> None:
+        """``@path``: measure the round trip to ``peer`` over its current path; a
+        :class:`~natchat.proto.events.PathReport` follows (at once if there is no path)."""
+        if peer not in self._peers or peer == self.id:
+            raise UnknownPeer(peer)
+        link = self._links.get(peer)
+        kind = self.path_kind(peer)
+        if link is None or kind == "none":
+            self._events.append(PathReport(peer, "none", None, None))
+            return
+        link.ping = self._rng.randrange(1, 2**53)
+        link.ping_sent = now
+        self._to_peer(link, wire.Probe(src=self.id, dst=peer, attempt=max(1, link.attempt), ping=link.ping))
+
+    def _path_report(self, link: _Link, rtt: float | None) -> None:
+        kind = self.path_kind(link.peer)
+        addr = self._intro.server if kind == "relay" else link.addr
+        self._events.append(PathReport(link.peer, kind, addr, rtt))
+        link.ping = 0
 
     def close(self, now: float) -> None:
         """Deregister (the shell exits on the :class:`Left` event)."""
@@ -272,6 +390,8 @@ class ClientSession:
         for link in self._links.values():
             if link.sock != MAIN:
                 self._actions.append(CloseSocket(link.sock))
+        if self._mid is not None and self._mid.token is not None:
+            self._send(MAIN, wire.Deregister(id=self.id, token=self._mid.token), self._mid.server)  # once
         if self.token is None:
             self.state = State.DONE
             self._events.append(Left(acknowledged=False))
@@ -290,6 +410,8 @@ class ClientSession:
             return
         if addr == self.server:
             self._from_server(msg, sock, now)
+        elif self._mid is not None and addr == self._mid.server:
+            self._from_midpeer(msg, sock, now)
         else:
             self._from_peer(msg, sock, addr, now)
 
@@ -301,48 +423,46 @@ class ClientSession:
             elif now >= self._retry_at:
                 self._send_leave(now)
             return
-        limit = self.config.register_within
-        never_answered = self.state is State.REGISTERING and not self._ever_registered
-        if never_answered and limit is not None and now >= self._started_at + limit:
+        self._home.list_version = self._ver or 0
+        outcome = self._home.handle_timer(now)
+        if outcome == "gave up":
+            limit = self.config.register_within
             self.state = State.DONE
             self._events.append(Refused("no_answer", f"no answer from the server {self.server} within {limit:g} s"))
             return
-        if self.state is State.REGISTERING and now >= self._retry_at:
-            self._register(now)
-        elif self.state is State.REGISTERED:
-            silent = now - self._last_from_server
-            if silent >= self._lost_after:
-                self._lost(f"no answer from the server for {silent:.0f} s", now)
-            elif now >= self._keepalive_at:
-                self._send_keepalive(now)
+        if outcome is not None:
+            self._lost(outcome)
+        if self._mid is not None:
+            outcome = self._mid.handle_timer(now)
+            if outcome == "gave up":
+                text = f"no answer from the midPeer {self._mid.server}; the server introduces, no relay"
+                self._events.append(Notice("midpeer_lost", text))
+            elif outcome is not None:
+                self._events.append(Notice("midpeer_lost", f"midPeer {self._mid.server}: {outcome}; registering again"))
         if self._sync_at is not None and now >= self._sync_at:
             self._request_sync(now)
         for link in list(self._links.values()):
             self._link_timer(link, now)
 
-    # --- the server side ------------------------------------------------------------------------------
+    # --- the servers' side ----------------------------------------------------------------------------
 
     def _from_server(self, msg: wire.AnyMessage, sock: int, now: float) -> None:
-        self._last_from_server = now
+        home = self._home
+        home.last_heard = now
         match msg:
-            case wire.Registered(token=token, pub=pub, timeout=timeout) if self.state is State.REGISTERING:
-                self.clock_offset, self._offset_rtt = None, float("inf")  # perhaps a new server, a new clock
-                self._rtt_sample(now, msg.now)
-                self.token, self.pub, self.state = token, pub, State.REGISTERED
-                self.keepalive = min(self.config.keepalive, timeout / 3)
-                self._events.append(Joined(self.id, pub, again=self._ever_registered))
-                self._ever_registered = True
-                self._ver = None  # the snapshot that follows is authoritative
-                self._warmup = 0.25  # the first keepalives come sooner: more samples of the clock offset
-                self._keepalive_at = now + min(self._warmup, self.keepalive)
-                self._sync_at = now + 1.0  # in case the snapshot is lost
-            case wire.Alive(ver=ver, pub=pub) if self.state is State.REGISTERED:
-                self._rtt_sample(now, msg.now)
-                self.pub = pub
-                self._keepalive_unanswered = False
-                self._keepalive_gap = 1.0
-                if ver != self._ver:
-                    self._request_sync(now)
+            case wire.Registered() if self.state is State.REGISTERING:
+                again = home.ever_registered
+                if home.on_registered(msg, now):
+                    self.state = State.REGISTERED
+                    self.pub = msg.pub
+                    self._events.append(Joined(self.id, msg.pub, again=again))
+                    self._ver = None  # the snapshot that follows is authoritative
+                    self._sync_at = now + 1.0  # in case the snapshot is lost
+            case wire.Alive(ver=ver) if self.state is State.REGISTERED:
+                if home.on_alive(msg, now):
+                    self.pub = msg.pub
+                    if ver != self._ver:
+                        self._request_sync(now)
             case wire.Bye() if self.state is State.LEAVING:
                 self.state = State.DONE
                 self._events.append(Left(acknowledged=True))
@@ -350,84 +470,81 @@ class ClientSession:
                 self._on_page(msg, now)
             case wire.ListDelta(changes=changes):
                 self._on_delta(changes, now)
-            case wire.PunchGo(peer=peer, attempt=attempt, at=at) if peer.id in self._peers:
-                self._on_go(peer, attempt, sock, self._local_time(at, now), now)
-            case wire.PunchInvite(peer=peer, attempt=attempt) if peer in self._peers:
-                self._on_invite(peer, attempt, now)
-            case wire.Error(code=code, msg=text):
-                self._on_error(code, text, now)
+            case wire.Error(code=code, msg=text) if code in ("id_taken", "server_full"):
+                if self.state is State.REGISTERING:
+                    self.state = State.DONE
+                    home.give_up()
+                    self._events.append(Refused(code, text))
+            case wire.Error(code=code) if code in ("unknown_session", "bad_token"):
+                if self.state is State.REGISTERED:  # the server does not know this session (restarted?)
+                    home.forget_session(now)
+                    self._lost("the server does not know this client (restarted?)")
+            case _ if self._intro is home:
+                self._from_introducer(msg, sock, now)
             case _:
                 self.dropped += 1
 
-    def _on_error(self, code: str, text: str, now: float) -> None:
-        if code in ("id_taken", "server_full") and self.state is State.REGISTERING:
-            self.state = State.DONE
-            self._events.append(Refused(code, text))
-        elif code in ("unknown_session", "bad_token") and self.state is State.REGISTERED:
-            self.token = None  # the server does not know this session (restarted, or timed us out)
-            self._lost("the server does not know this client (restarted?)", now)
-        elif code == "unknown_peer":
-            for link in self._links.values():
-                if link.phase in (Phase.ASKING, Phase.OPENING) and link.peer in text.split():
-                    self._fail_all(link, "not registered with the server", now)
-        else:
-            self.dropped += 1
+    def _from_midpeer(self, msg: wire.AnyMessage, sock: int, now: float) -> None:
+        mid = self._mid
+        assert mid is not None
+        mid.last_heard = now
+        match msg:
+            case wire.Registered() if self.state is not State.DONE:
+                mid.on_registered(msg, now)
+                if not msg.relay:
+                    self._events.append(Notice("no_relay", f"the midPeer {mid.server} introduces but does not relay"))
+            case wire.Alive():
+                mid.on_alive(msg, now)
+            case wire.Error(code=code, msg=text) if code in ("id_taken", "server_full"):
+                mid.give_up()
+                self._events.append(Notice(code, f"midPeer {mid.server}: {text}; the server introduces, no relay"))
+            case wire.Error(code=code) if code in ("unknown_session", "bad_token"):
+                if mid.registered:
+                    mid.forget_session(now)
+            case wire.Bye():
+                pass
+            case _:
+                self._from_introducer(msg, sock, now)
 
-    def _register(self, now: float) -> None:
-        self._send(MAIN, wire.Register(id=self.id, priv=self.priv, token=self.token), self.server)
-        self._probe_sent_at = now if self._retry_gap == 0.5 else None
-        self._retry_at = now + self._retry_gap
-        self._retry_gap = min(self._retry_gap * 2, max(self.keepalive, 1.0))
-
-    def _rtt_sample(self, now: float, server_now: float) -> None:
-        """A reply to our last (not retransmitted) request: learn the round trip and the clock offset."""
-        if self._probe_sent_at is None:
-            return
-        sample = now - self._probe_sent_at
-        self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
-        if sample <= self._offset_rtt:  # the server read its clock about half way through the round trip
-            self.clock_offset = server_now - (self._probe_sent_at + now) / 2
-            self._offset_rtt = sample
-        self._probe_sent_at = None
-
-    @property
-    def _lost_after(self) -> float:
-        """Silence from the server after which it counts as lost (two keepalives and a second)."""
-        return 2 * self.keepalive + 1
+    def _from_introducer(self, msg: wire.AnyMessage, sock: int, now: float) -> None:
+        """What the introducer (the server, or the midPeer) sends about peers."""
+        match msg:
+            case wire.PunchGo(peer=peer, attempt=attempt, at=at) if peer.id in self._peers:
+                self._on_go(peer, attempt, sock, self._intro.local_time(at, now), now)
+            case wire.PunchInvite(peer=peer, attempt=attempt) if peer in self._peers:
+                self._on_invite(peer, attempt, now)
+            case wire.Relayed(src=src, data=data) if src in self._peers and self.config.path != "direct":
+                self._from_relay(src, data, now)
+            case wire.Error(code="unknown_peer", msg=text):
+                for link in self._links.values():
+                    if (link.phase in (Phase.ASKING, Phase.OPENING) or link.relayed) and link.peer in text.split():
+                        where = "the midPeer" if self._intro is self._mid else "the server"
+                        self._fail_all(link, f"not registered with {where}", now)
+            case _:
+                self.dropped += 1
 
     @property
     def attempt_time(self) -> float:
         """How long a punching attempt lasts: long enough for a few round trips, short enough that a
         failed one (the conntrack trap) is soon retried from fresh ports."""
         cfg = self.config
-        if self.srtt is None:
+        srtt = self._intro.srtt
+        if srtt is None:
             return cfg.attempt_time
-        return min(cfg.attempt_time, max(cfg.attempt_min, cfg.attempt_rtts * self.srtt))
+        return min(cfg.attempt_time, max(cfg.attempt_min, cfg.attempt_rtts * srtt))
 
-    def _lost(self, reason: str, now: float) -> None:
+    def _lost(self, reason: str) -> None:
+        """The server is lost (its registration is already asking again)."""
         self._events.append(ServerLost(reason))
         self.state = State.REGISTERING
-        self._retry_gap = 0.5
-        self._register(now)
-
-    def _send_keepalive(self, now: float) -> None:
-        assert self.token is not None
-        ka = wire.KeepAlive(id=self.id, token=self.token, ver=self._ver or 0, rtt=self.srtt or 0.0)
-        self._send(MAIN, ka, self.server)
-        if self._keepalive_unanswered:  # the last one went unanswered: try again sooner
-            self._keepalive_at = now + min(self._keepalive_gap, self.keepalive)
-            self._keepalive_gap *= 2
-            self._probe_sent_at = None
-        else:
-            self._warmup *= 2
-            self._keepalive_at = now + min(self._warmup, self.keepalive)
-            self._probe_sent_at = now
-        self._keepalive_unanswered = True
 
     def _send_leave(self, now: float) -> None:
         assert self.token is not None
         self._send(MAIN, wire.Deregister(id=self.id, token=self.token), self.server)
         self._retry_at = now + 0.1
+
+    def _sender(self, server: Addr) -> Callable[[wire.Message], None]:
+        return lambda msg: self._send(MAIN, msg, server)
 
     # --- the peer list ----------------------------------------------------------------------------------
 
@@ -499,6 +616,8 @@ class ClientSession:
     def _start_attempt(self, link: _Link, now: float, *, fresh: bool, attempt: int | None = None) -> None:
         """Begin attempt ``attempt`` (default: the next one), from MAIN or from a fresh socket."""
         link.attempt = attempt if attempt is not None else link.attempt + 1
+        if link.trying_since is None:
+            link.trying_since = now
         self._use_socket(link, MAIN if not fresh else None)
         if link.sock == MAIN:
             link.phase = Phase.ASKING
@@ -522,31 +641,31 @@ class ClientSession:
 
     def _ask(self, link: _Link, now: float) -> None:
         link.next_action = now + 0.5
-        if self.token is None:
-            return  # registering again; ask once the server knows us
+        intro = self._intro
+        if intro.token is None:
+            return  # registering again; ask once the introducer knows us
         req = wire.PunchRequest(
             id=self.id,
-            token=self.token,
+            token=intro.token,
             peer=link.peer,
             attempt=link.attempt,
             priv=self._sock_local[link.sock],
-            rtt=self.srtt or 0.0,
+            rtt=intro.srtt or 0.0,
         )
-        self._send(link.sock, req, self.server)
-
-    def _local_time(self, server_time: float, now: float) -> float:
-        """``server_time`` on our clock; now, if the offset is unknown or the time is not in (now, now+2s)."""
-        if self.clock_offset is None:
-            return now
-        local = server_time - self.clock_offset
-        return local if now < local < now + 2.0 else now
+        self._send(link.sock, req, intro.server)
 
     def _on_go(self, peer: PeerInfo, attempt: int, sock: int, start: float, now: float) -> None:
         link = self._link(peer.id)
         if attempt < link.attempt or (attempt == link.attempt and link.phase is Phase.PROBING):
             return  # stale, or a duplicate
-        same_nat = self.pub is not None and peer.pub.host == self.pub.host
-        candidates = [peer.priv] if same_nat else [peer.pub]
+        if self.config.path == "relay":
+            return  # --relay-only: never punch
+        # Probe every candidate, the likelier first: behind the same NAT (the same public host) the
+        # private address, else the public one. The first that answers wins (see _heard).
+        mine = self._intro.pub
+        same_nat = mine is not None and peer.pub.host == mine.host
+        candidates = [peer.priv, peer.pub] if same_nat else [peer.pub, peer.priv]
+        candidates = list(dict.fromkeys(candidates))
         if link.phase is Phase.UP and sock == link.sock and now - link.last_heard < self.config.path_dead_after:
             # The path works (the peer's probe beat the server's go here): answer toward the candidates
             # too, so that the peer hears us on whichever address it is listening, and keep the path.
@@ -562,6 +681,8 @@ class ClientSession:
         self._probe(link, start, first=True)
 
     def _on_invite(self, peer: str, attempt: int, now: float) -> None:
+        if self.config.path == "relay":
+            return
         link = self._link(peer)
         if attempt > link.attempt:
             self._start_attempt(link, now, fresh=True, attempt=attempt)
@@ -578,32 +699,68 @@ class ClientSession:
     def _link_timer(self, link: _Link, now: float) -> None:
         for out in list(link.outbox.values()):
             if now >= out.give_up_at:
-                reason = "no answer" if link.phase is Phase.UP else "no direct path"
-                self._fail_all(link, f"{reason} within {self.config.deliver_within:g} s", now)
+                self._fail_all(link, self._failure_reason(link), now)
                 break
+        if link.ping and now >= link.ping_sent + self.config.ping_timeout:
+            self._path_report(link, None)
+        if (fallback := self._relay_fallback_at(link)) is not None and now >= fallback:
+            self._go_relay(link, now)
         if link.phase in (Phase.ASKING, Phase.PROBING):
             if now >= link.attempt_ends:
                 link.phase = Phase.IDLE
-                if link.outbox:
+                if link.relayed:  # the relay carries the messages; try direct again later, less often
+                    link.next_direct = now + link.direct_gap
+                    link.direct_gap = min(2 * link.direct_gap, self.config.upgrade_max)
+                elif link.outbox:
                     self._start_attempt(link, now, fresh=True)
+                else:
+                    link.trying_since = None
             elif now >= link.next_action:
                 if link.phase is Phase.ASKING:
                     self._ask(link, now)
                 else:
                     self._probe(link, now)
+        elif link.phase is Phase.IDLE and link.relayed and now >= link.next_direct:
+            if now < link.last_used + self.config.upgrade_for:
+                self._start_attempt(link, now, fresh=True)  # in the background: the relay goes on
+            else:
+                link.next_direct = float("inf")  # nobody chats: stop trying until somebody does
         elif link.phase is Phase.UP:
             dead_at = self._path_dead_at(link)
             if dead_at is not None and now >= dead_at:
                 link.phase = Phase.IDLE  # the path stopped answering (NAT mapping gone?): punch again
+                link.trying_since = None
                 for out in link.outbox.values():
                     out.sent_at = None
                 self._start_attempt(link, now, fresh=False)
-            else:
-                self._pump(link, now)
+                return
+        self._pump(link, now)
+
+    def _failure_reason(self, link: _Link) -> str:
+        within = f"within {self.config.deliver_within:g} s"
+        if link.phase is Phase.UP or link.relayed:
+            return f"no answer {within}"
+        if self.config.path == "relay":
+            return f"no relay (--relay-only, and the {'midPeer' if self._mid else 'server'} offers none) {within}"
+        if self.config.path == "direct":
+            return f"no direct path {within} (--direct-only: not relayed)"
+        return f"no direct path {within}"
+
+    def _go_relay(self, link: _Link, now: float) -> None:
+        """No direct path: send ``link``'s messages through the relay from now on."""
+        link.relayed = True
+        link.direct_gap = 1.0
+        if link.phase is Phase.IDLE:
+            link.next_direct = now + link.direct_gap
+        for out in link.outbox.values():
+            out.sent_at = None  # (re)send each at once, through the relay
+        self._events.append(PathChanged(link.peer, "relay", self._intro.server))
+        self._pump(link, now)
 
     def _pump(self, link: _Link, now: float) -> None:
-        """(Re)transmit what is due on an up path, at most ``window`` messages in flight."""
-        assert link.addr is not None
+        """(Re)transmit what is due on the current path, at most ``window`` messages in flight."""
+        if link.phase is not Phase.UP and not (link.relayed and self._intro.token is not None):
+            return
         base = next(iter(link.outbox), link.next_seq)  # the outbox is in seq order: its oldest unacknowledged
         for out in list(link.outbox.values())[: self.config.window]:
             if out.sent_at is None:
@@ -616,7 +773,22 @@ class ClientSession:
             msg = wire.Chat(
                 src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, text=out.text, group=out.group
             )
+            self._to_peer(link, msg)
+
+    def _to_peer(self, link: _Link, msg: wire.Message) -> None:
+        """Send ``msg`` to ``link``'s peer over the current path: direct if up, else through the relay."""
+        if link.phase is Phase.UP:
+            assert link.addr is not None
             self._send(link.sock, msg, link.addr)
+        else:
+            self._send_relayed(link.peer, msg)
+
+    def _send_relayed(self, peer: str, msg: wire.Message) -> None:
+        intro = self._intro
+        if intro.token is None:
+            return  # registering again; retransmissions will follow
+        relay = wire.Relay(id=self.id, token=intro.token, dst=peer, data=msgspec.Raw(wire.encode(msg)))
+        self._send(MAIN, relay, intro.server)
 
     def _fail_all(self, link: _Link, reason: str, now: float) -> None:
         """Give up on everything queued for the peer (order must hold) and start a new stream."""
@@ -627,21 +799,28 @@ class ClientSession:
         link.next_seq = 1
         if link.phase is not Phase.UP:
             link.phase = Phase.IDLE
+            link.trying_since = None
 
     def _from_peer(self, msg: wire.AnyMessage, sock: int, addr: Addr, now: float) -> None:
         src = getattr(msg, "src", None)
         if sock != MAIN and self._sock_owner.get(sock) != src:
             self.dropped += 1  # a fresh socket only ever talks to the peer it was opened for
             return
+        if self.config.path == "relay" and isinstance(msg, wire.Probe | wire.Chat | wire.ChatAck):
+            self.dropped += 1  # --relay-only: nothing direct, either way
+            return
+
+        def reply(answer: wire.Message) -> None:
+            self._send(sock, answer, addr)
+
         match msg:
-            case wire.Probe(src=src, dst=self.id, attempt=attempt, ack=ack) if src in self._peers:
+            case wire.Probe(src=src, dst=self.id, attempt=attempt) if src in self._peers:
                 self._link(src).attempt = max(self._link(src).attempt, attempt)
                 link = self._heard(src, sock, addr, now)
-                if not ack:
-                    self._send(sock, wire.Probe(src=self.id, dst=src, attempt=attempt, ack=True), addr)
+                self._on_probe(link, msg, reply, now)
             case wire.Chat(src=src, dst=self.id) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
-                self._receive_chat(link, sock, addr, msg)
+                self._receive_chat(link, msg, reply, now)
             case wire.ChatAck(src=src, dst=self.id, stream=stream, seq=seq) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
                 if stream == link.stream:
@@ -651,8 +830,42 @@ class ClientSession:
                 return
         self._pump(link, now)
 
-    def _receive_chat(self, link: _Link, sock: int, addr: Addr, msg: wire.Chat) -> None:
+    def _from_relay(self, src: str, data: msgspec.Raw, now: float) -> None:
+        """A datagram from ``src`` through the relay: handled as if direct, answered through the relay."""
+        try:
+            msg = wire.decode(bytes(data))
+        except wire.WireError:
+            self.dropped += 1
+            return
+        link = self._link(src)
+
+        def reply(answer: wire.Message) -> None:
+            self._send_relayed(src, answer)
+
+        match msg:
+            case wire.Probe(src=s, dst=self.id) if s == src:
+                self._on_probe(link, msg, reply, now)
+            case wire.Chat(src=s, dst=self.id) if s == src:
+                if not link.relayed and link.phase is not Phase.UP:
+                    self._go_relay(link, now)  # the peer found no direct path: answer the same way
+                self._receive_chat(link, msg, reply, now)
+            case wire.ChatAck(src=s, dst=self.id, stream=stream, seq=seq) if s == src:
+                if stream == link.stream:
+                    link.outbox.pop(seq, None)
+            case _:
+                self.dropped += 1
+                return
+        self._pump(link, now)
+
+    def _on_probe(self, link: _Link, msg: wire.Probe, reply: Callable[[wire.Message], None], now: float) -> None:
+        if not msg.ack:
+            reply(wire.Probe(src=self.id, dst=link.peer, attempt=msg.attempt, ack=True, ping=msg.ping))
+        elif msg.ping and msg.ping == link.ping:
+            self._path_report(link, now - link.ping_sent)
+
+    def _receive_chat(self, link: _Link, msg: wire.Chat, reply: Callable[[wire.Message], None], now: float) -> None:
         """Show messages once each and in order; acknowledge only what was shown or is held for showing."""
+        link.last_used = now
         stream, base, seq = msg.stream, msg.base, msg.seq
         if link.rx_stream != stream:  # a new stream (or we lost our state): it resumes at the sender's base
             link.rx_stream, link.rx_next, link.rx_held = stream, base, {}
@@ -664,14 +877,14 @@ class ClientSession:
             return
         if seq >= link.rx_next:
             link.rx_held[seq] = (msg.text, msg.group)
-        self._send(sock, wire.ChatAck(src=self.id, dst=link.peer, stream=stream, seq=seq), addr)
+        reply(wire.ChatAck(src=self.id, dst=link.peer, stream=stream, seq=seq))
         while link.rx_next in link.rx_held:
             text, group = link.rx_held.pop(link.rx_next)
             self._events.append(ChatReceived(link.peer, text, group))
             link.rx_next += 1
 
     def _heard(self, peer: str, sock: int, addr: Addr, now: float) -> _Link:
-        """A datagram from ``peer`` arrived: that socket and source address are a working path."""
+        """A datagram from ``peer`` arrived directly: that socket and source address are a working path."""
         link = self._link(peer)
         link.last_heard = now
         if link.phase is not Phase.UP or link.sock != sock or link.addr != addr:
@@ -680,7 +893,14 @@ class ClientSession:
             link.addr = addr
             if link.phase is not Phase.UP:
                 link.phase = Phase.UP
+                link.trying_since = None
                 self._events.append(PathUp(peer, addr, link.attempt))
+                if link.relayed:  # off the relay: what it has not seen acknowledged goes direct at once
+                    link.relayed = False
+                    link.next_direct = float("inf")
+                    for out in link.outbox.values():
+                        out.next_tx = now
+                    self._events.append(PathChanged(peer, self.path_kind(peer), addr))
         return link
 
     def _send(self, sock: int, msg: wire.Message, addr: Addr) -> None:

@@ -83,7 +83,21 @@ class Dropped:
         return {"event": "error", "code": self.code, "message": self.reason, "from": str(self.addr)}
 
 
-ServerEvent = RegisteredEvent | Deregistered | Disappeared | Moved | Dropped
+@dataclass(frozen=True, slots=True)
+class RelayStarted:
+    """The midPeer relayed a first datagram from ``src`` to ``dst`` (shown once per pair and direction)."""
+
+    src: str
+    dst: str
+
+    def line(self) -> str:
+        return f"relaying {self.src} -> {self.dst}"
+
+    def as_dict(self) -> Json:
+        return {"event": "relay", "from": self.src, "to": self.dst}
+
+
+ServerEvent = RegisteredEvent | Deregistered | Disappeared | Moved | Dropped | RelayStarted
 
 
 # --- client -------------------------------------------------------------------------------------------
@@ -176,6 +190,65 @@ class PathUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the user should know that changes nothing they asked for (e.g. the midPeer is silent)."""
+
+    code: str
+    message: str
+
+    def line(self) -> str:
+        return self.message
+
+    def as_dict(self) -> Json:
+        return {"event": "notice", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class PathChanged:
+    """Messages to ``peer`` now go another way: ``relay`` (no direct path answered), or ``direct`` or
+    ``lan`` again after relaying (``addr`` is the peer's address, or the midPeer's for ``relay``)."""
+
+    peer: str
+    path: str
+    addr: Addr
+
+    def line(self) -> str:
+        if self.path == "relay":
+            return f"no direct path to {self.peer} yet; relaying through the midPeer {self.addr}"
+        return f"path to {self.peer} is {self.path} now, via {self.addr}"
+
+    def as_dict(self) -> Json:
+        return {"event": "path_changed", "peer": self.peer, "path": self.path, "address": str(self.addr)}
+
+
+@dataclass(frozen=True, slots=True)
+class PathReport:
+    """The answer to ``@path``: how messages to ``peer`` go (``lan``, ``direct``, ``relay`` or ``none``)
+    and the round-trip time just measured over that path (None: no answer, or no path to measure)."""
+
+    peer: str
+    path: str
+    addr: Addr | None
+    rtt: float | None
+
+    def line(self) -> str:
+        if self.path == "none" or self.addr is None:
+            return f"{self.peer}: no path yet (nothing sent to it)"
+        via = f"via the midPeer {self.addr}" if self.path == "relay" else f"via {self.addr}"
+        rtt = f"rtt {self.rtt * 1000:.1f} ms" if self.rtt is not None else "no answer within 2 s"
+        return f"{self.peer}: {self.path} {via}, {rtt}"
+
+    def as_dict(self) -> Json:
+        return {
+            "event": "path_report",
+            "peer": self.peer,
+            "path": self.path,
+            "address": None if self.addr is None else str(self.addr),
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ListChanged:
     """The peer list changed: who joined (or moved) and who left; ``peers`` is the whole new list."""
 
@@ -208,4 +281,16 @@ class Left:
         return {"event": "left", "acknowledged": self.acknowledged}
 
 
-ClientEvent = Joined | ServerLost | Refused | ChatReceived | DeliveryFailed | PathUp | ListChanged | Left
+ClientEvent = (
+    Joined
+    | ServerLost
+    | Refused
+    | ChatReceived
+    | DeliveryFailed
+    | Notice
+    | PathUp
+    | PathChanged
+    | PathReport
+    | ListChanged
+    | Left
+)

@@ -12,7 +12,10 @@ Every rule that changes the registry lives here:
 * deregistration needs the token; a live ID cannot be taken by anyone else;
 * every change gets the next version number and is sent to every registered client as a delta; a
   client that missed one sees the gap and asks for the rest (:class:`~natchat.proto.wire.Sync`);
-* hole punching: the server sends both peers each other's addresses at the same moment.
+* hole punching: the server sends both peers each other's addresses at the same moment;
+* with ``relay`` on (a midPeer: ``serve --midpeer``, ``natchat midpeer``), it forwards datagrams between
+  registered clients that found no direct path: by client ID only (never to an address the sender
+  names, so it is no open proxy), within per-sender datagram and byte rates.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from . import wire
-from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, ServerEvent
+from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, RelayStarted, ServerEvent
 from .wire import Addr, Change, PeerInfo
 
 DELTA_LOG = 4096
@@ -53,6 +56,12 @@ def sweep_offset(attempt: int) -> float:
     return (magnitude if index % 2 else -magnitude) * PUNCH_SWEEP_STEP
 
 
+RELAY_RATE = 200.0
+"""Datagrams per second one client may have relayed (sustained; bursts of twice this)."""
+RELAY_BYTES = 200_000.0
+"""Bytes per second one client may have relayed (sustained; bursts of twice this)."""
+
+
 _SILENT = frozenset({"malformed", "unexpected"})
 """Refusals not answered unless the sender is registered: garbage from strangers gets no reply."""
 
@@ -63,6 +72,15 @@ class _Entry:
     token: str
     last_seen: float
     rtt: float = 0.0  # as the client last reported it
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Token buckets for one client's relayed traffic: what it may still send, as of ``at``."""
+
+    datagrams: float
+    bytes: float
+    at: float
 
 
 @dataclass(slots=True)
@@ -80,10 +98,26 @@ class RendezvousServer:
         *,
         timeout: float = 30.0,
         max_clients: int | None = None,
+        relay: bool = False,
+        lists: bool = True,
+        relay_rate: float = RELAY_RATE,
+        relay_bytes: float = RELAY_BYTES,
         token_factory: Callable[[], str] = lambda: secrets.token_hex(16),
     ) -> None:
+        """``relay``: also be a midPeer relay. ``lists``: send clients the peer list (a standalone
+        midPeer does not: the clients' lists come from their rendezvous server)."""
         self.timeout = timeout
         self.max_clients = max_clients
+        self.relay = relay
+        self.lists = lists
+        self.relay_rate = relay_rate
+        self.relay_bytes = relay_bytes
+        self._buckets: dict[str, _Bucket] = {}
+        self._relaying: dict[str, set[str]] = {}  # sender -> receivers it has had relayed to
+        self.relayed = 0
+        """Datagrams relayed."""
+        self.relay_limited = 0
+        """Datagrams not relayed because their sender was over its rate."""
         self._new_token = token_factory
         self._entries: dict[str, _Entry] = {}  # in registration order
         self._expiry: OrderedDict[str, None] = OrderedDict()  # least recently heard first
@@ -160,6 +194,8 @@ class RendezvousServer:
                     self._send_changes_since(since, addr)
             case wire.PunchRequest():
                 self._on_punch_request(msg, addr, now)
+            case wire.Relay():
+                self._on_relay(msg, addr, len(data), now)
             case _:
                 self._drop(addr, "unexpected", f"{msg.__struct_config__.tag} is not for the server")
 
@@ -186,9 +222,10 @@ class RendezvousServer:
             self._by_addr[addr] = msg.id
             self._events.append(RegisteredEvent(entry.info))
             self._record(Change(self.version + 1, False, entry.info), skip=msg.id)
-        reply = wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout, now=now)
+        reply = wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout, now=now, relay=self.relay)
         self._send(reply, addr)
-        self._send_snapshot(addr)
+        if self.lists:
+            self._send_snapshot(addr)
 
     def _on_punch_request(self, msg: wire.PunchRequest, addr: Addr, now: float) -> None:
         entry = self._authenticate(msg.id, msg.token, addr, moving=False)
@@ -229,6 +266,45 @@ class RendezvousServer:
             go = wire.PunchGo(peer=PeerInfo(b, rv.addrs[b], rv.privs[b]), attempt=msg.attempt, at=at_of[a])
             self._send(go, rv.addrs[a])
 
+    def _on_relay(self, msg: wire.Relay, addr: Addr, size: int, now: float) -> None:
+        if not self.relay:
+            self._drop(addr, "no_relay", "this server runs no midPeer relay")
+            return
+        entry = self._authenticate(msg.id, msg.token, addr)
+        if entry is None:
+            return
+        self._touch(entry, now)
+        peer = self._entries.get(msg.dst)
+        if peer is None or peer is entry:
+            self._send(wire.Error(code="unknown_peer", msg=f"{msg.dst} is not registered with the midPeer"), addr)
+            return
+        if not self._within_rate(msg.id, size, now):
+            self.relay_limited += 1  # dropped without a word: the sender retransmits, more slowly
+            self._events.append(Dropped(addr, "relay_limit", f"{msg.id} is over its relay rate"))
+            return
+        receivers = self._relaying.setdefault(msg.id, set())
+        if msg.dst not in receivers:
+            receivers.add(msg.dst)
+            self._events.append(RelayStarted(msg.id, msg.dst))
+        self.relayed += 1
+        self._send(wire.Relayed(src=msg.id, data=msg.data), peer.info.pub)  # smaller than what came in
+
+    def _within_rate(self, client_id: str, size: int, now: float) -> bool:
+        """Take one datagram of ``size`` bytes from ``client_id``'s buckets, if they hold enough."""
+        burst_datagrams, burst_bytes = 2 * self.relay_rate, 2 * self.relay_bytes
+        bucket = self._buckets.get(client_id)
+        if bucket is None:
+            bucket = self._buckets[client_id] = _Bucket(burst_datagrams, burst_bytes, now)
+        elapsed = max(0.0, now - bucket.at)
+        bucket.datagrams = min(burst_datagrams, bucket.datagrams + elapsed * self.relay_rate)
+        bucket.bytes = min(burst_bytes, bucket.bytes + elapsed * self.relay_bytes)
+        bucket.at = now
+        if bucket.datagrams < 1 or bucket.bytes < size:
+            return False
+        bucket.datagrams -= 1
+        bucket.bytes -= size
+        return True
+
     def _authenticate(self, client_id: str, token: str, addr: Addr, *, moving: bool = True) -> _Entry | None:
         entry = self._entries.get(client_id)
         if entry is None:
@@ -260,12 +336,19 @@ class RendezvousServer:
         del self._expiry[client_id]
         if self._by_addr.get(entry.info.pub) == client_id:
             del self._by_addr[entry.info.pub]
+        if self._relaying:
+            self._buckets.pop(client_id, None)
+            self._relaying.pop(client_id, None)
+            for receivers in self._relaying.values():
+                receivers.discard(client_id)
         self._record(Change(self.version + 1, True, entry.info))
 
     def _record(self, change: Change, *, skip: str | None = None) -> None:
         """Commit ``change`` as the next version and send it to every client (but ``skip``)."""
         self.version = change.ver
         self._log.append(change)
+        if not self.lists:
+            return
         data = wire.encode(wire.ListDelta(changes=[change]))
         for cid, entry in self._entries.items():
             if cid != skip:

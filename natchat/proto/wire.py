@@ -126,6 +126,8 @@ class Registered(Message, tag="registered", frozen=True):
     timeout: Annotated[float, Meta(gt=0, le=86400)]
     now: Clock
     """The server's clock when it sent this (with ``alive``, lets clients estimate the clock offset)."""
+    relay: bool = False
+    """The server runs a midPeer relay (``serve --midpeer``, ``natchat midpeer``)."""
 
 
 class Alive(Message, tag="alive", frozen=True):
@@ -191,6 +193,8 @@ class Probe(Message, tag="probe", frozen=True):
     dst: ClientId
     attempt: Attempt
     ack: bool = False
+    ping: Counter = 0
+    """Non-zero: a round-trip measurement (``@path``); the answer echoes it."""
 
 
 class Chat(Message, tag="chat", frozen=True):
@@ -217,6 +221,26 @@ class ChatAck(Message, tag="chat_ack", frozen=True):
     seq: Counter
 
 
+# --- client <-> midPeer relay ------------------------------------------------------------------------
+
+
+class Relay(Message, tag="relay", frozen=True):
+    """Client -> midPeer: forward ``data`` (one peer-to-peer datagram: ``chat``, ``chat_ack`` or
+    ``probe``) to the registered client ``dst``. The midPeer does not look inside."""
+
+    id: ClientId
+    token: Token
+    dst: ClientId
+    data: msgspec.Raw
+
+
+class Relayed(Message, tag="relayed", frozen=True):
+    """midPeer -> client: ``data`` from the registered client ``src`` (the midPeer checked its token)."""
+
+    src: ClientId
+    data: msgspec.Raw
+
+
 AnyMessage = (
     Register
     | KeepAlive
@@ -234,6 +258,8 @@ AnyMessage = (
     | Probe
     | Chat
     | ChatAck
+    | Relay
+    | Relayed
 )
 
 

@@ -1,0 +1,183 @@
+"""One client's registration with one server, as a sans-I/O object.
+
+A chat client keeps one with the rendezvous server (for the peer list) and, when it uses a standalone
+midPeer (``join --midpeer``), a second one with the midPeer (for introductions and the relay). Each
+registers, keeps alive with warm-up (the first keepalives come sooner, for more clock samples), measures
+the round-trip time (from first transmissions only, as Karn says) and the offset of the server's clock
+(from the exchange with the shortest round trip, as NTP does), and notices when the server is lost.
+
+It sends through the callback it is given and reports what happened by return values; the
+:class:`~natchat.proto.client.ClientSession` turns those into events.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import wire
+from .wire import Addr
+
+
+class RegState(enum.Enum):
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    GAVE_UP = "gave up"  # never answered within ``register_within``, or refused
+
+
+@dataclass(frozen=True, slots=True)
+class RegConfig:
+    keepalive: float = 10.0
+    register_within: float | None = 10.0
+
+
+class Registration:
+    def __init__(
+        self, client_id: str, server: Addr, priv: Addr, config: RegConfig, send: Callable[[wire.Message], None]
+    ) -> None:
+        self.id = client_id
+        self.server = server
+        self.priv = priv
+        self.config = config
+        self._send = send
+        self.state = RegState.REGISTERING
+        self.token: str | None = None
+        self.pub: Addr | None = None
+        self.relay = False
+        """The server offers the midPeer relay (it said so when it registered us)."""
+        self.keepalive = config.keepalive
+        self.list_version = 0
+        """Sent with keepalives: the registry version the client has (the session keeps it current)."""
+        self.ever_registered = False
+        self._started_at = 0.0
+        self._retry_at = 0.0
+        self._retry_gap = 0.5
+        self.last_heard = 0.0
+        self._keepalive_at = 0.0
+        self._keepalive_gap = 1.0
+        self._keepalive_unanswered = False
+        self._warmup = 0.25
+        self._probe_sent_at: float | None = None  # a registration or keepalive not retransmitted yet
+        self.srtt: float | None = None
+        """Smoothed round-trip time to the server."""
+        self.clock_offset: float | None = None
+        """The server's clock minus ours."""
+        self._offset_rtt = float("inf")
+
+    @property
+    def registered(self) -> bool:
+        return self.state is RegState.REGISTERED
+
+    @property
+    def lost_after(self) -> float:
+        """Silence from the server after which it counts as lost (two keepalives and a second)."""
+        return 2 * self.keepalive + 1
+
+    def start(self, now: float) -> None:
+        self._started_at = self.last_heard = now
+        self._register(now)
+
+    def get_timer(self) -> float:
+        if self.state is RegState.GAVE_UP:
+            return float("inf")
+        if self.state is RegState.REGISTERING:
+            timer = self._retry_at
+            if not self.ever_registered and self.config.register_within is not None:
+                timer = min(timer, self._started_at + self.config.register_within)
+            return timer
+        return min(self._keepalive_at, self.last_heard + self.lost_after)
+
+    def handle_timer(self, now: float) -> str | None:
+        """Retransmit or keep alive as due; returns why the server counts as lost, or "gave up"."""
+        limit = self.config.register_within
+        if self.state is RegState.REGISTERING:
+            if not self.ever_registered and limit is not None and now >= self._started_at + limit:
+                self.state = RegState.GAVE_UP
+                return "gave up"
+            if now >= self._retry_at:
+                self._register(now)
+        elif self.state is RegState.REGISTERED:
+            silent = now - self.last_heard
+            if silent >= self.lost_after:
+                self.lost(now)
+                return f"no answer from the server for {silent:.0f} s"
+            if now >= self._keepalive_at:
+                self._send_keepalive(now)
+        return None
+
+    def on_registered(self, msg: wire.Registered, now: float) -> bool:
+        """The server registered us; False if we were not asking (a stale duplicate)."""
+        self.last_heard = now
+        if self.state is not RegState.REGISTERING:
+            return False
+        self.clock_offset, self._offset_rtt = None, float("inf")  # perhaps a new server, with a new clock
+        self._rtt_sample(now, msg.now)
+        self.token, self.pub, self.state, self.relay = msg.token, msg.pub, RegState.REGISTERED, msg.relay
+        self.keepalive = min(self.config.keepalive, msg.timeout / 3)
+        self.ever_registered = True
+        self._warmup = 0.25
+        self._keepalive_at = now + min(self._warmup, self.keepalive)
+        return True
+
+    def on_alive(self, msg: wire.Alive, now: float) -> bool:
+        """A keepalive was acknowledged; False if we are not registered (ignore it)."""
+        self.last_heard = now
+        if self.state is not RegState.REGISTERED:
+            return False
+        self._rtt_sample(now, msg.now)
+        self.pub = msg.pub
+        self._keepalive_unanswered = False
+        self._keepalive_gap = 1.0
+        return True
+
+    def forget_session(self, now: float) -> None:
+        """The server does not know our token (it restarted, or timed us out): register afresh."""
+        self.token = None
+        self.lost(now)
+
+    def lost(self, now: float) -> None:
+        self.state = RegState.REGISTERING
+        self._retry_gap = 0.5
+        self._register(now)
+
+    def give_up(self) -> None:
+        self.state = RegState.GAVE_UP
+
+    def local_time(self, server_time: float, now: float) -> float:
+        """``server_time`` on our clock; now, if the offset is unknown or the time is not in (now, now+2s)."""
+        if self.clock_offset is None:
+            return now
+        local = server_time - self.clock_offset
+        return local if now < local < now + 2.0 else now
+
+    def _register(self, now: float) -> None:
+        self._send(wire.Register(id=self.id, priv=self.priv, token=self.token))
+        self._probe_sent_at = now if self._retry_gap == 0.5 else None
+        self._retry_at = now + self._retry_gap
+        self._retry_gap = min(self._retry_gap * 2, max(self.keepalive, 1.0))
+
+    def _send_keepalive(self, now: float) -> None:
+        assert self.token is not None
+        rtt = self.srtt or 0.0
+        self._send(wire.KeepAlive(id=self.id, token=self.token, ver=self.list_version, rtt=rtt))
+        if self._keepalive_unanswered:  # the last one went unanswered: try again sooner
+            self._keepalive_at = now + min(self._keepalive_gap, self.keepalive)
+            self._keepalive_gap *= 2
+            self._probe_sent_at = None
+        else:
+            self._warmup *= 2
+            self._keepalive_at = now + min(self._warmup, self.keepalive)
+            self._probe_sent_at = now
+        self._keepalive_unanswered = True
+
+    def _rtt_sample(self, now: float, server_now: float) -> None:
+        """A reply to our last (not retransmitted) request: learn the round trip and the clock offset."""
+        if self._probe_sent_at is None:
+            return
+        sample = now - self._probe_sent_at
+        self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+        if sample <= self._offset_rtt:  # the server read its clock about half way through the round trip
+            self.clock_offset = server_now - (self._probe_sent_at + now) / 2
+            self._offset_rtt = sample
+        self._probe_sent_at = None
