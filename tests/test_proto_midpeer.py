@@ -346,3 +346,30 @@ def test_relayed_datagrams_must_come_from_the_named_peer() -> None:
     before = b.session.dropped
     b.session.receive_datagram(wire.encode(forged), MAIN, SERVER, sim.now)
     assert b.session.dropped == before + 1 and chats(b) == []
+
+
+def test_many_pairs_at_once_some_relayed_all_delivered() -> None:
+    """Twenty peers, every one chatting with every other at the same moment; the pairs whose sites
+    end in an odd digit cannot reach each other directly."""
+    sim = Sim(midpeer=True, config=ClientConfig(relay_after=1.0, deliver_within=30))
+    nodes = [sim.add(f"n{i}", f"10.0.1.{i}") for i in range(20)]
+    sim.run(2)
+
+    def no_direct(src: Addr, dst: Addr) -> bool:
+        return src.host.startswith("10.0.1.") and dst.host.startswith("10.0.1.") and int(src.host[-1]) % 2 == 1
+
+    sim.drop = lambda src, dst, data: no_direct(src, dst) or no_direct(dst, src)
+    for a in nodes:
+        for b in nodes:
+            if a is not b:
+                a.session.chat(b.session.id, f"{a.session.id}->{b.session.id}", sim.now)
+    sim.run(10)
+    for b in nodes:
+        expected = sorted(f"From {a.session.id} [{a.session.id}->{b.session.id}]" for a in nodes if a is not b)
+        assert sorted(chats(b)) == expected
+    relayed = {(a.session.id, peer) for a in nodes for peer in a.session._links if a.session.path_kind(peer) == "relay"}
+    odd = {n.session.id for n in nodes if int(n.site[-1]) % 2 == 1}
+    assert relayed == {
+        (a.session.id, b.session.id) for a in nodes for b in nodes if a is not b and {a.session.id, b.session.id} & odd
+    }
+    assert not any(isinstance(e, DeliveryFailed) for n in nodes for e in n.events)
