@@ -10,7 +10,7 @@ MININET_PKGS := mininet bridge-utils iptables iproute2 iputils-ping tcpdump conn
 MININET_TOOLS := mn mnexec brctl iptables conntrack tcpdump ip ping turnutils_stunclient
 DEBIAN_PYTHON := /usr/bin/python3
 
-.PHONY: install mininet-deps demo demo-loopback test mininet-test lint check clean
+.PHONY: install mininet-deps demo demo-loopback test mininet-test fuzz bench lint check clean
 
 install: $(STAMP)
 
@@ -55,7 +55,18 @@ mininet-test: install mininet-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make mininet-test needs root (network namespaces)"; exit 1; }
 	$(DEBIAN_PYTHON) topologies/check_nat.py
 	$(DEBIAN_PYTHON) topologies/seed_scenario.py --pairs 20
+	$(DEBIAN_PYTHON) topologies/midpeer_scenario.py --markdown docs/MIDPEER_GRID.md
 	$(BIN)/python -m pytest -q tests/mininet/test_probe.py tests/mininet/test_ipv6.py
+	$(DEBIAN_PYTHON) topologies/reliability_scenario.py
+
+## the long fuzz run: over 100,000 generated and mutated datagrams each into the decoder, the registry and the client
+fuzz: install
+	NATCHAT_FUZZ_EXAMPLES=1800 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
+
+## the performance benchmark (issue #7): a table, bench/results.json and bench/results.png; figure 6 needs root (Mininet)
+bench: install mininet-deps
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py
 
 lint: install
 	$(BIN)/ruff check natchat tests scripts topologies

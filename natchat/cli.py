@@ -35,6 +35,12 @@ def fail(message: str, status: int = 1) -> NoReturn:
     raise typer.Exit(status)
 
 
+_SECRET = typer.Option(
+    envvar="NATCHAT_SECRET",
+    show_default=False,
+    help="Pre-shared secret: only clients that know it may register (it is never sent). Prefer the "
+    "environment variable: a command line is visible to other users.",
+)
 _RELAY_RATE = typer.Option(
     envvar="NATCHAT_RELAY_RATE", min=1, max=1e6, help="Datagrams per second each client may have relayed."
 )
@@ -114,6 +120,7 @@ def serve_command(
     ] = False,
     relay_rate: Annotated[float, _RELAY_RATE] = RELAY_RATE,
     relay_bytes: Annotated[float, _RELAY_BYTES] = RELAY_BYTES,
+    secret: Annotated[str | None, _SECRET] = None,
 ) -> None:
     """Run the rendezvous server: clients register, keep alive, and learn who is online."""
     config = ServerConfig(
@@ -126,6 +133,7 @@ def serve_command(
         relay=midpeer,
         relay_rate=relay_rate,
         relay_bytes=relay_bytes,
+        secret=_secret_bytes(secret),
     )
     what = "natchat server with midPeer relay" if midpeer else "natchat server"
     _run_server(config, what, print_event(verbose, json_output))
@@ -157,6 +165,7 @@ def midpeer_command(
     json_output: Annotated[
         bool, typer.Option("--json", envvar="NATCHAT_JSON", help="One JSON object per event (docs/EVENTS.md).")
     ] = False,
+    secret: Annotated[str | None, _SECRET] = None,
 ) -> None:
     """Run a standalone midPeer: introduces peers for hole punching and relays when no direct path exists.
 
@@ -172,10 +181,19 @@ def midpeer_command(
         lists=False,
         relay_rate=relay_rate,
         relay_bytes=relay_bytes,
+        secret=_secret_bytes(secret),
     )
     _run_server(
         config, "natchat midPeer" + ("" if relay else " (introducer only, no relay)"), print_event(verbose, json_output)
     )
+
+
+def _secret_bytes(secret: str | None) -> bytes | None:
+    if secret is None:
+        return None
+    if not secret:
+        fail("--secret: the secret is empty", 2)
+    return secret.encode()
 
 
 def _run_server(config: ServerConfig, what: str, emit: Callable[[ServerEvent], None]) -> None:
@@ -291,6 +309,7 @@ def join_command(
             help="Seconds without a direct path before messages go through the midPeer relay.",
         ),
     ] = 3.0,
+    secret: Annotated[str | None, _SECRET] = None,
 ) -> None:
     """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @path <id>, @help, @exit."""
     if direct_only and relay_only:
@@ -308,6 +327,7 @@ def join_command(
         register_within=register_within,
         path="direct" if direct_only else "relay" if relay_only else "auto",
         relay_after=relay_after,
+        secret=_secret_bytes(secret),
     )
 
     async def main() -> int:

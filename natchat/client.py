@@ -208,7 +208,8 @@ class _Shell:
         except NoPeers:
             self.error("no_peers", "nobody else is online")
         except MessageTooLong as exc:
-            self.error("too_long", f"message too long ({exc}); keep it under about 1000 bytes")
+            limit = self.session.max_text_bytes  # sealed, and wrapped for the relay if one may carry it
+            self.error("too_long", f"message too long ({exc}); at most {limit} bytes (UTF-8) fit in one datagram")
         else:
             self.nursery.start_soon(self.flush)
 

@@ -43,10 +43,16 @@ class ServerConfig:
     """Send clients the peer list (a standalone midPeer does not)."""
     relay_rate: float = RELAY_RATE
     relay_bytes: float = RELAY_BYTES
+    secret: bytes | None = None
+    """``--secret``: registrations must prove they know it."""
 
 
 BATCH = 64
 """Datagrams the receive loop takes from the socket (and feeds to the protocol) between checkpoints."""
+BACKLOG = 8192
+"""The receive loop waits while the sender has more than this many datagrams still to send."""
+RECEIVE_BUFFER = 4 << 20
+"""Bytes of datagrams the kernel may hold for the server while it is busy (capped by net.core.rmem_max)."""
 
 
 @dataclass(slots=True)
@@ -80,6 +86,9 @@ class _Shell:
         self.send_errors = 0
         self.stats = SendStatistics()
         self._wake = trio.Event()  # set when the protocol may have datagrams to send
+        self.backlog = 0
+        """Datagrams the sender has taken from the protocol and not sent yet."""
+        self._caught_up = trio.Event()  # set when the backlog is down to BACKLOG
 
     async def receive_loop(self) -> None:
         """Receive and feed datagrams until cancelled, and (a second task) send what the protocol returns."""
@@ -87,12 +96,17 @@ class _Shell:
         # which costs more than everything natchat does with a keepalive.
         with socket.fromfd(self.sock.fileno(), self.sock.family, self.sock.type) as raw:
             raw.setblocking(False)
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_loop, raw)
                 await self._receive(raw)
 
     async def _receive(self, raw: socket.socket) -> None:
         while True:
+            if self.backlog > BACKLOG:  # feeding more now would only grow what waits to be sent
+                self._caught_up = trio.Event()
+                await self._caught_up.wait()
             await trio.lowlevel.wait_readable(raw)
             for _ in range(BATCH):
                 try:
@@ -148,7 +162,14 @@ class _Shell:
                 while not self._send_now(raw, data, addr):
                     await trio.lowlevel.wait_writable(raw)  # the socket's send buffer is full
                 if count % BATCH == 0:
+                    self._set_backlog(len(out) - count)
                     await trio.lowlevel.checkpoint()  # let the receive loop and the sweeper in
+            self._set_backlog(0)
+
+    def _set_backlog(self, backlog: int) -> None:
+        self.backlog = backlog
+        if backlog <= BACKLOG:
+            self._caught_up.set()
 
     def _send_now(self, raw: socket.socket, data: bytes, addr: Addr) -> bool:
         """Send one datagram (a failure is counted); False if it must wait for the socket."""
@@ -184,6 +205,7 @@ async def serve(
                 lists=config.lists,
                 relay_rate=config.relay_rate,
                 relay_bytes=config.relay_bytes,
+                secret=config.secret,
             )
             shell = _Shell(proto, sock, emit, probes)
             nursery.start_soon(shell.sweeper)

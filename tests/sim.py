@@ -53,11 +53,12 @@ class Sim:
         seed: int = 1,
         relay: bool = False,
         midpeer: bool = False,
+        secret: bytes | None = None,
     ) -> None:
         """``relay``: the server is a midPeer too; ``midpeer``: a standalone midPeer at MIDPEER."""
         self.now = 1000.0
-        self.server = RendezvousServer(timeout=timeout, token_factory=tokens(), relay=relay)
-        self.midpeer = RendezvousServer(timeout=timeout, token_factory=tokens(), relay=True, lists=False)
+        self.server = RendezvousServer(timeout=timeout, token_factory=tokens(), relay=relay, secret=secret)
+        self.midpeer = RendezvousServer(timeout=timeout, token_factory=tokens(), relay=True, lists=False, secret=secret)
         self.midpeer_up = midpeer
         self.midpeer_events: list[ServerEvent] = []
         self.server_up = True

@@ -106,7 +106,12 @@ async def test_rendezvous_traffic_still_reaches_the_registry(server: Addr) -> No
     with trio.fail_after(10), trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.bind((HOST, 0))
         me = to_addr(sock.getsockname())
-        await sock.sendto(wire.encode(wire.Register(id="alice", priv=me)), server.as_tuple())
+        await sock.sendto(wire.encode(wire.Register(id="alice", priv=me, key=bytes(range(32)))), server.as_tuple())
+        data, _ = await sock.recvfrom(2048)
+        challenge = wire.decode(data)
+        assert isinstance(challenge, wire.Challenge)
+        again = wire.Register(id="alice", priv=me, key=bytes(range(32)), cookie=challenge.cookie)
+        await sock.sendto(wire.encode(again), server.as_tuple())
         data, _ = await sock.recvfrom(2048)
     msg = wire.decode(data)
     assert isinstance(msg, wire.Registered) and msg.pub == me

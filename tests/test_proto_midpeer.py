@@ -13,7 +13,7 @@ from natchat.proto.server import RendezvousServer
 from natchat.proto.wire import Addr
 
 from .sim import MIDPEER, SERVER, Node, Sim, tokens
-from .test_proto_server import events, feed, register
+from .test_proto_server import KEY, events, feed, register, registration
 
 A = Addr("10.0.0.1", 53002)
 B = Addr("10.0.0.2", 54264)
@@ -29,14 +29,14 @@ def relay(src: str, token: str, dst: str, inner: wire.Message) -> wire.Relay:
 
 
 def hello(src: str = "a", dst: str = "b") -> wire.Chat:
-    return wire.Chat(src=src, dst=dst, stream=1, base=1, seq=1, text="hello", group=False)
+    return wire.Chat(src=src, dst=dst, stream=1, base=1, seq=1, group=False, n=bytes(12), box=bytes(21))
 
 
 # --- the relay's rules ------------------------------------------------------------------------------
 
 
 def midpeer(**kwargs: float) -> RendezvousServer:
-    return RendezvousServer(token_factory=tokens(), relay=True, lists=False, **kwargs)  # type: ignore[arg-type]
+    return RendezvousServer(token_factory=tokens(), relay=True, lists=False, cookie_key=KEY, **kwargs)  # type: ignore[arg-type]
 
 
 def test_relay_forwards_between_registered_clients_by_id_only() -> None:
@@ -80,7 +80,7 @@ def test_relay_refuses_strangers_forged_tokens_and_unknown_peers() -> None:
 
 
 def test_a_server_without_midpeer_does_not_relay() -> None:
-    srv = RendezvousServer(token_factory=tokens())
+    srv = RendezvousServer(token_factory=tokens(), cookie_key=KEY)
     token_a = register(srv, "a", A)
     register(srv, "b", B)
     srv.datagrams_to_send()
@@ -113,7 +113,7 @@ def test_relay_byte_limit() -> None:
     token_a = register(srv, "a", A)
     register(srv, "b", B)
     srv.datagrams_to_send()
-    big = wire.Chat(src="a", dst="b", stream=1, base=1, seq=1, text="x" * 900, group=False)
+    big = wire.Chat(src="a", dst="b", stream=1, base=1, seq=1, group=False, n=bytes(12), box=bytes(600))
     datagram = wire.encode(relay("a", token_a, "b", big))
     for _ in range(10):
         srv.receive_datagram(datagram, A, 1.0)
@@ -123,7 +123,7 @@ def test_relay_byte_limit() -> None:
 def test_standalone_midpeer_sends_no_lists() -> None:
     srv = midpeer()
     register(srv, "a", A)
-    replies = feed(srv, wire.Register(id="b", priv=Addr("192.168.1.2", 1)), B, 0.0)
+    replies = feed(srv, registration("b", B, 0.0), B, 0.0)
     assert [type(m) for m, _ in replies] == [wire.Registered]
     assert replies[0][0].relay is True  # type: ignore[union-attr]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from natchat.proto import wire
+from natchat.proto import auth, wire
 from natchat.proto.events import Deregistered, Disappeared, Moved, RegisteredEvent
 from natchat.proto.server import PUNCH_LEAD_MARGIN, PUNCH_SWEEP_STEPS, RendezvousServer, sweep_offset
 from natchat.proto.wire import Addr, PeerInfo
@@ -15,8 +15,19 @@ C = Addr("10.0.0.2", 54264)
 PRIV = Addr("192.168.1.2", 10081)
 
 
-def server(timeout: float = 30.0) -> RendezvousServer:
-    return RendezvousServer(timeout=timeout, token_factory=tokens())
+KEY = b"k" * 32
+"""The servers' cookie key in these tests, so that a test can show a valid cookie at once."""
+PUB = bytes(range(32))
+"""A client's public key in these tests (the server lists it and does not use it)."""
+
+
+def server(timeout: float = 30.0, **settings: object) -> RendezvousServer:
+    return RendezvousServer(timeout=timeout, token_factory=tokens(), cookie_key=KEY, **settings)  # type: ignore[arg-type]
+
+
+def registration(cid: str, src: Addr, now: float, **fields: object) -> wire.Register:
+    """A registration from ``src`` with the cookie the server would give it at ``now``."""
+    return wire.Register(id=cid, priv=PRIV, key=PUB, cookie=auth.cookie(KEY, src, now), **fields)  # type: ignore[arg-type]
 
 
 def feed(srv: RendezvousServer, msg: wire.Message, src: Addr, now: float) -> list[tuple[wire.AnyMessage, Addr]]:
@@ -32,28 +43,28 @@ def events(srv: RendezvousServer) -> list[object]:
 
 
 def register(srv: RendezvousServer, cid: str, src: Addr, now: float = 0.0) -> str:
-    replies = feed(srv, wire.Register(id=cid, priv=PRIV), src, now)
+    replies = feed(srv, registration(cid, src, now), src, now)
     reg = next(m for m, dst in replies if isinstance(m, wire.Registered) and dst == src)
     return reg.token
 
 
 def test_registration_reply_and_line() -> None:
     srv = server()
-    replies = feed(srv, wire.Register(id="client1", priv=PRIV), A, 0.0)
+    replies = feed(srv, registration("client1", A, 0.0), A, 0.0)
     reg, dst = replies[0]
     assert isinstance(reg, wire.Registered) and dst == A
     assert reg.pub == A and len(reg.token) == 32 and reg.timeout == 30.0
     page = replies[1][0]
-    assert isinstance(page, wire.ListPage) and page.peers == [PeerInfo("client1", A, PRIV)]
+    assert isinstance(page, wire.ListPage) and page.peers == [PeerInfo("client1", A, PRIV, PUB)]
     assert [e.line() for e in events(srv)] == ["client1 10.0.0.1:53002"]
 
 
 def test_new_client_is_announced_to_everyone_else() -> None:
     srv = server()
     register(srv, "client1", A)
-    replies = feed(srv, wire.Register(id="client2", priv=PRIV), B, 1.0)
+    replies = feed(srv, registration("client2", B, 1.0), B, 1.0)
     to_a = [m for m, dst in replies if dst == A]
-    assert to_a == [wire.ListDelta(changes=[wire.Change(2, False, PeerInfo("client2", B, PRIV))])]
+    assert to_a == [wire.ListDelta(changes=[wire.Change(2, False, PeerInfo("client2", B, PRIV, PUB))])]
     assert [p.id for p in srv.peers()] == ["client1", "client2"]
 
 
@@ -98,17 +109,17 @@ def test_deregistration_needs_the_token() -> None:
     assert [e.line() for e in events(srv) if isinstance(e, Deregistered)] == ["client2 is deregistered 10.0.0.1:53003"]
     assert [p.id for p in srv.peers()] == ["client1"]
     gone = [m for m, dst in replies if dst == A]
-    assert gone == [wire.ListDelta(changes=[wire.Change(3, True, PeerInfo("client2", B, PRIV))])]
+    assert gone == [wire.ListDelta(changes=[wire.Change(3, True, PeerInfo("client2", B, PRIV, PUB))])]
 
 
 def test_live_id_cannot_be_taken() -> None:
     srv = server()
     token = register(srv, "client1", A)
-    replies = feed(srv, wire.Register(id="client1", priv=PRIV), C, 1.0)
+    replies = feed(srv, registration("client1", C, 1.0), C, 1.0)
     assert replies == [(wire.Error(code="id_taken", msg="ID client1 is already registered by another client"), C)]
-    assert srv.peers() == [PeerInfo("client1", A, PRIV)]
+    assert srv.peers() == [PeerInfo("client1", A, PRIV, PUB)]
     # a guessed token does not help either
-    replies = feed(srv, wire.Register(id="client1", priv=PRIV, token="0" * 32), C, 1.0)
+    replies = feed(srv, registration("client1", C, 1.0, token="0" * 32), C, 1.0)
     assert replies[0][0] == wire.Error(code="id_taken", msg="ID client1 is already registered by another client")
     assert token != "0" * 32
 
@@ -129,11 +140,11 @@ def test_rebinding_moves_the_entry_instead_of_adding_one() -> None:
     moved = Addr("10.0.0.1", 61000)
     replies = feed(srv, wire.KeepAlive(id="client1", token=token, ver=2, rtt=0.0), moved, 5.0)
     assert (wire.Alive(ver=3, pub=moved, now=5.0), moved) in replies
-    assert srv.peers() == [PeerInfo("client1", moved, PRIV), PeerInfo("client2", C, PRIV)]
+    assert srv.peers() == [PeerInfo("client1", moved, PRIV, PUB), PeerInfo("client2", C, PRIV, PUB)]
     assert [e.line() for e in events(srv) if isinstance(e, Moved)] == ["client1 moved 10.0.0.1:53002 -> 10.0.0.1:61000"]
     # a registration with the token from yet another address does the same
     again = Addr("10.0.0.1", 62000)
-    feed(srv, wire.Register(id="client1", priv=PRIV, token=token), again, 6.0)
+    feed(srv, wire.Register(id="client1", priv=PRIV, key=PUB, token=token), again, 6.0)
     assert [p.pub for p in srv.peers()] == [again, C]
 
 
@@ -184,7 +195,7 @@ def test_snapshot_is_paged_under_the_datagram_limit() -> None:
     for i in range(300):
         register(srv, f"client-with-a-long-name-{i:04d}", Addr("2001:db8::1234:5678", 10000 + i))
     srv.datagrams_to_send()
-    srv.receive_datagram(wire.encode(wire.Register(id="late", priv=PRIV)), A, 1.0)
+    srv.receive_datagram(wire.encode(registration("late", A, 1.0)), A, 1.0)
     datagrams = srv.datagrams_to_send()
     to_late = [wire.decode(d) for d, dst in datagrams if dst == A]
     pages = [m for m in to_late if isinstance(m, wire.ListPage)]
@@ -203,8 +214,8 @@ def test_punch_from_registered_sockets_tells_both_at_once() -> None:
     replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=1, priv=PRIV, rtt=0.01), A, 1.0)
     at = 1.0 + 0.08 + PUNCH_LEAD_MARGIN  # both go's arrive in time for one shared moment
     assert replies == [
-        (wire.PunchGo(peer=PeerInfo("b", C, PRIV), attempt=1, at=at), A),
-        (wire.PunchGo(peer=PeerInfo("a", A, PRIV), attempt=1, at=at), C),
+        (wire.PunchGo(peer=PeerInfo("b", C, PRIV, PUB), attempt=1, at=at), A),
+        (wire.PunchGo(peer=PeerInfo("a", A, PRIV, PUB), attempt=1, at=at), C),
     ]
 
 
@@ -219,8 +230,8 @@ def test_punch_from_fresh_sockets_waits_for_both_then_tells_both() -> None:
     assert replies == [(wire.PunchInvite(peer="a", attempt=2), C)]
     replies = feed(srv, wire.PunchRequest(id="b", token=tb, peer="a", attempt=2, priv=pb, rtt=0.0), b2, 1.1)
     assert sorted(replies, key=lambda r: r[1].port) == [
-        (wire.PunchGo(peer=PeerInfo("b", b2, pb), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN + 20e-6), a2),
-        (wire.PunchGo(peer=PeerInfo("a", a2, pa), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN - 20e-6), b2),
+        (wire.PunchGo(peer=PeerInfo("b", b2, pb, PUB), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN + 20e-6), a2),
+        (wire.PunchGo(peer=PeerInfo("a", a2, pa, PUB), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN - 20e-6), b2),
     ]
     assert [p.pub for p in srv.peers()] == [A, C]  # punching sockets do not move the registration
 
@@ -241,13 +252,13 @@ def test_punch_to_unknown_peer_is_an_error() -> None:
 
 
 def test_capacity_refuses_registration_beyond_max_clients() -> None:
-    srv = RendezvousServer(timeout=30, max_clients=2, token_factory=tokens())
+    srv = server(max_clients=2)
     ta = register(srv, "a", A)
     register(srv, "b", B)
-    replies = feed(srv, wire.Register(id="c", priv=PRIV), C, 1.0)
+    replies = feed(srv, registration("c", C, 1.0), C, 1.0)
     assert replies == [(wire.Error(code="server_full", msg="the server is full: 2 clients are registered"), C)]
     assert [p.id for p in srv.peers()] == ["a", "b"]
-    feed(srv, wire.Register(id="a", priv=PRIV, token=ta), A, 2.0)  # a known session still gets in
+    feed(srv, wire.Register(id="a", priv=PRIV, key=PUB, token=ta), A, 2.0)  # a known session still gets in
     feed(srv, wire.Deregister(id="a", token=ta), A, 3.0)
     assert register(srv, "c", C, 4.0)  # room again
     assert [p.id for p in srv.peers()] == ["b", "c"]

@@ -92,6 +92,22 @@ def test_binding_request_gets_its_source_as_xor_mapped_address(source: Addr) -> 
     assert len(answer) <= 64
 
 
+def on_wire(size: int, source: Addr) -> int:
+    return size + (48 if ":" in source.host else 28)
+
+
+@pytest.mark.parametrize("source", [SOURCE, Addr("2001:db8::7", 65535)])
+def test_answers_are_never_more_than_twice_the_request_on_the_wire(source: Addr) -> None:
+    txid = bytes(range(12))
+    header = stun.binding_request(txid)[:20]
+    bare = header[:2] + b"\0\0" + header[4:]  # a Binding request with no attributes at all: 20 bytes
+    long_reason = stun.encode(0x0FF, stun.REQUEST, txid, [])  # another method: a 400 with a reason
+    for request in (bare, SAMPLE_REQUEST, stun.binding_request(txid), long_reason):
+        answer = stun.binding_response(request, source)
+        assert answer is not None
+        assert on_wire(len(answer), source) <= 2 * on_wire(len(request), source)
+
+
 def test_unknown_comprehension_required_attributes_get_420_listing_them() -> None:
     # RFC 5769's sample request carries ICE's PRIORITY (0x0024): not for a plain STUN server.
     answer = stun.binding_response(SAMPLE_REQUEST, SOURCE)

@@ -14,12 +14,14 @@ from natchat.proto.server import RendezvousServer
 from natchat.proto.wire import Addr, PeerInfo
 
 from .sim import tokens
+from .test_proto_server import KEY, registration
 
-PEER = PeerInfo("client1", Addr("10.0.0.1", 53002), Addr("192.168.1.2", 10081))
+PUB = bytes(range(32))
+PEER = PeerInfo("client1", Addr("10.0.0.1", 53002), Addr("192.168.1.2", 10081), PUB)
 TOKEN = "0123456789abcdef" * 2
 SAMPLES: list[wire.Message] = [
-    wire.Register(id="client1", priv=Addr("192.168.1.2", 10081)),
-    wire.Register(id="client1", priv=Addr("::1", 10081), token=TOKEN),
+    wire.Register(id="client1", priv=Addr("192.168.1.2", 10081), key=PUB),
+    wire.Register(id="client1", priv=Addr("::1", 10081), key=PUB, token=TOKEN),
     wire.KeepAlive(id="c", token=TOKEN, ver=7, rtt=0.012),
     wire.Deregister(id="c", token=TOKEN),
     wire.Sync(id="c", token=TOKEN, since=3),
@@ -32,9 +34,9 @@ SAMPLES: list[wire.Message] = [
     wire.PunchInvite(peer="d", attempt=3),
     wire.PunchGo(peer=PEER, attempt=1, at=99.5),
     wire.Error(code="id_taken", msg="taken"),
-    wire.Probe(src="a", dst="b", attempt=1, ack=True),
-    wire.Chat(src="a", dst="b", stream=99, base=1, seq=1, text="hello there", group=False),
-    wire.ChatAck(src="a", dst="b", stream=99, seq=1),
+    wire.Probe(src="a", dst="b", attempt=1, n=bytes(12), tag=bytes(16), ack=True),
+    wire.Chat(src="a", dst="b", stream=99, base=1, seq=1, group=False, n=bytes(12), box=b"sealed hello there"),
+    wire.ChatAck(src="a", dst="b", stream=99, seq=1, n=bytes(12), tag=bytes(16)),
 ]
 
 
@@ -59,7 +61,11 @@ def test_every_message_round_trips_with_version_and_type(msg: wire.Message) -> N
         (b'{"t":"bye","v":1,"id":"' + b"a" * 33 + b'"}', "regex"),
         (b'{"t":"bye","v":1,"id":""}', "regex"),
         (b'{"t":"bye","v":1,"id":7}', "Expected `str`"),
-        (b'{"t":"register","v":1,"id":"a","priv":["10.0.0.300",1]}', "not an IP address"),
+        (
+            b'{"t":"register","v":1,"id":"a","priv":["10.0.0.300",1],"key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}',
+            "not an IP address",
+        ),
+        (b'{"t":"register","v":1,"id":"a","priv":["10.0.0.3",1],"key":"AAEC"}', "length >= 32"),
         (b'{"t":"register","v":1,"id":"a","priv":["10.0.0.3",70000]}', "<= 65535"),
         (b'{"t":"steal","v":1}', "Invalid value 'steal'"),
         (b" " * 1201, "over 1200"),
@@ -72,7 +78,7 @@ def test_strict_decoding_says_why(data: bytes, reason: str) -> None:
 
 def test_oversize_message_is_never_encoded() -> None:
     with pytest.raises(wire.WireError, match="over 1200"):
-        wire.encode(wire.Chat(src="a", dst="b", stream=1, base=1, seq=1, text="\U0001f600" * 400, group=True))
+        wire.encode(wire.Chat(src="a", dst="b", stream=1, base=1, seq=1, group=True, n=bytes(12), box=bytes(900)))
 
 
 def mutations() -> st.SearchStrategy[bytes]:
@@ -87,8 +93,9 @@ def mutations() -> st.SearchStrategy[bytes]:
 @settings(max_examples=500, deadline=None)
 @given(st.lists(mutations(), max_size=20))
 def test_garbage_never_escapes_and_never_costs_a_client(datagrams: list[bytes]) -> None:
-    srv = RendezvousServer(token_factory=tokens())
-    srv.receive_datagram(wire.encode(SAMPLES[0]), Addr("10.0.0.1", 1), 0.0)
+    srv = RendezvousServer(token_factory=tokens(), cookie_key=KEY)
+    first = Addr("10.0.0.1", 1)
+    srv.receive_datagram(wire.encode(registration("client1", first, 0.0)), first, 0.0)
     for i, data in enumerate(datagrams):
         srv.receive_datagram(data, Addr("10.0.0.9", 1000 + i), 1.0)
         with contextlib.suppress(wire.WireError):  # and nothing else

@@ -14,9 +14,10 @@ public hosts with no NAT at all. ``natchat serve --midpeer`` runs on ``server``.
    server's ``relaying`` lines and direct ones must not. Printed as a table; ``--markdown`` writes it.
 2. Standalone midPeer and the upgrade: ``natchat midpeer`` on ``public3``, two clients behind the two
    cone NATs with ``--midpeer``. A firewall rule on nat1 drops everything from the first client to
-   nat2's public address: chat goes through the midPeer relay. The rule is removed while messages
-   keep flowing; the path must become direct by itself, and every message must arrive exactly once,
-   in order.
+   nat2's public address: chat goes through the midPeer relay, and a capture on the midPeer's host shows
+   the relayed chat datagrams and no message text in any of them (peers seal what they send each other).
+   The rule is removed while messages keep flowing; the path must become direct by itself, and every
+   message must arrive exactly once, in order.
 
 Exits 1 if anything failed; the network is always torn down. All traffic stays inside the network
 namespaces this script creates.
@@ -38,6 +39,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from capture import Datagram, capturing  # noqa: E402
 from hostproc import HostProc, Transcript, natchat  # noqa: E402
 from natnet import NetSpec, seed_network  # noqa: E402
 from seed_scenario import Row, Scenario, print_table, show_list  # noqa: E402
@@ -191,7 +193,7 @@ def run_upgrade(sc: Scenario, net: Any) -> None:
         sent: list[str] = []
 
         def say(n: int) -> None:
-            text = f"m{n:02d}"
+            text = f"m{n:02d} {SEALED_WORDS}"
             a.type(f"@chat up2 {text}")
             sent.append(text)
 
@@ -200,18 +202,26 @@ def run_upgrade(sc: Scenario, net: Any) -> None:
                 proc.expect(r"registered; public address", stream="err")
             midpeer.lines_until(lambda _: {"up1", "up2"} <= {line.split()[0] for line in midpeer.out if line}, 5)
             show_list(a, 2)
-            for n in range(1, 6):
-                say(n)
-                time.sleep(0.5)
-            a.expect(
-                rf"no direct path to up2 yet; relaying through the midPeer {re.escape(midpeer_ip)}:10082", stream="err"
-            )
-            b.expect(r"^From up1 \[m05\]$", within=10)
+            host = net[MIDPEER_HOST]
+            with capturing(host, host.defaultIntf().name, "udp") as at_midpeer:
+                for n in range(1, 6):
+                    say(n)
+                    time.sleep(0.5)
+                a.expect(
+                    rf"no direct path to up2 yet; relaying through the midPeer {re.escape(midpeer_ip)}:10082",
+                    stream="err",
+                )
+                b.expect(rf"^From up1 \[{re.escape(sent[-1])}\]$", within=10)
             path, rtt = path_of(a, "up2")
             assert path == "relay", f"path is {path} while blocked"
             midpeer.expect(r"^relaying up1 -> up2$", within=1)
             assert not [line for line in server.out if line.startswith("relaying")], "the server relayed"
             detail.append(f"5/5 delivered through the midPeer on {MIDPEER_HOST}, rtt {rtt:.1f} ms")
+            relayed = relayed_chats(at_midpeer)
+            assert len(relayed) >= 10, f"{len(relayed)} chat datagrams relayed (5 in, 5 out expected at least)"
+            readable = [d for d in at_midpeer for text in [*sent, SEALED_WORDS] if text.encode() in d.payload]
+            assert not readable, f"the midPeer saw a text in clear: {readable[0].payload[:200]!r}"
+            detail.append(f"captured at the midPeer: {len(relayed)} relayed chat datagrams, no text in any of them")
 
         with sc.step("relay -> direct once the block is lifted, nothing lost or repeated") as detail:
             nat1.cmd("iptables", "-D", *rule)
@@ -225,9 +235,9 @@ def run_upgrade(sc: Scenario, net: Any) -> None:
                 if upgraded_at is not None and n >= 30:
                     break
             assert upgraded_at is not None, "the path never became direct"
-            b.expect(rf"^From up1 \[{sent[-1]}\]$", within=15)
+            b.expect(rf"^From up1 \[{re.escape(sent[-1])}\]$", within=15)
             b.poll(1.0)  # anything repeated would arrive now
-            got = [m.group(1) for line in b.out if (m := re.fullmatch(r"From up1 \[(m\d+)\]", line))]
+            got = [m.group(1) for line in b.out if (m := re.fullmatch(r"From up1 \[(m\d+ [^\]]*)\]", line))]
             assert got == sent, f"received {got}, sent {sent}"
             path, rtt = path_of(a, "up2")
             assert path == "direct", f"path is {path} after lifting the block"
@@ -235,6 +245,23 @@ def run_upgrade(sc: Scenario, net: Any) -> None:
                 f"direct {upgraded_at:.1f} s after the block was lifted; {len(got)}/{len(sent)} delivered once, "
                 f"in order; rtt now {rtt:.1f} ms"
             )
+
+
+SEALED_WORDS = "sealed, the midPeer cannot read this"
+"""Every message of the upgrade step ends with these words: the capture at the midPeer looks for them."""
+
+
+def relayed_chats(datagrams: list[Datagram]) -> list[Datagram]:
+    """The ``relay`` and ``relayed`` datagrams that carry a ``chat``."""
+    out = []
+    for d in datagrams:
+        try:
+            obj = json.loads(d.payload)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("t") in ("relay", "relayed") and obj.get("data", {}).get("t") == "chat":
+            out.append(d)
+    return out
 
 
 def markdown(cells: list[Cell]) -> str:

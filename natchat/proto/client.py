@@ -30,10 +30,11 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
-from . import wire
+from . import seal, wire
 from .actions import Action, CloseSocket, OpenSocket, Send
 from .events import (
     ChatReceived,
@@ -47,6 +48,7 @@ from .events import (
     PathReport,
     PathUp,
     Refused,
+    Rejected,
     ServerLost,
 )
 from .registration import RegConfig, Registration, RegState
@@ -54,6 +56,11 @@ from .wire import Addr, PeerInfo
 
 MAIN = 0
 """Socket number of the socket registered with the server."""
+
+WARN_EVERY = 60.0
+"""Seconds between two warnings about datagrams not sealed with the key of the peer they claim to be from."""
+
+_S = TypeVar("_S", wire.Probe, wire.Chat, wire.ChatAck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,8 @@ class ClientConfig:
     """... for as long as the peer was chatted with in the last this many seconds."""
     ping_timeout: float = 2.0
     """How long ``@path`` waits for its round-trip measurement."""
+    secret: bytes | None = None
+    """``--secret``: the pre-shared secret the server (and midPeer) may require (never sent)."""
 
     def __post_init__(self) -> None:
         if self.path not in PATH_MODES:
@@ -96,6 +105,8 @@ class ClientConfig:
 
 
 PATH_MODES = ("auto", "direct", "relay")
+REFUSALS = ("id_taken", "server_full", "secret_required", "bad_secret", "key_changed")
+"""Errors that end a registration attempt for good."""
 
 
 class UnknownPeer(LookupError):
@@ -172,20 +183,24 @@ class ClientSession:
         config: ClientConfig | None = None,
         midpeer: Addr | None = None,
         rng: random.Random | None = None,
+        keys: seal.KeyPair | None = None,
     ) -> None:
-        """``midpeer``: a standalone midPeer to introduce and relay (None: the server does both)."""
+        """``midpeer``: a standalone midPeer to introduce and relay (None: the server does both).
+        ``keys``: this session's key pair (default: a new one); its public key goes with the registration."""
         self.id = client_id
+        self._keyring = seal.Keyring(client_id, keys or seal.KeyPair())
         self.server = server
         self.priv = priv
         self.config = config or ClientConfig()
         self._rng = rng or random.Random()
         self.state = State.REGISTERING
         self.pub: Addr | None = None
-        reg_config = RegConfig(self.config.keepalive, self.config.register_within)
-        self._home = Registration(client_id, server, priv, reg_config, self._sender(server))
+        reg_config = RegConfig(self.config.keepalive, self.config.register_within, self.config.secret)
+        key = self._keyring.public
+        self._home = Registration(client_id, server, priv, reg_config, self._sender(server), key=key)
         self._mid = None
         if midpeer is not None and midpeer != server:
-            self._mid = Registration(client_id, midpeer, priv, reg_config, self._sender(midpeer))
+            self._mid = Registration(client_id, midpeer, priv, reg_config, self._sender(midpeer), key=key)
         self._retry_at = 0.0
         self._leave_by = 0.0
         # the peer list: a mirror of the server's registry at version ``_ver`` (None: not yet known)
@@ -201,6 +216,10 @@ class ClientSession:
         self._actions: list[Action] = []
         self._events: deque[ClientEvent] = deque()
         self.dropped = 0
+        self.rejected = 0
+        """Datagrams dropped because they were not sealed with the key of the peer they claim to be from."""
+        self._warned: dict[str, float] = {}  # peer -> when we last warned about it (Rejected)
+        self._max_text: dict[bool, int] = {}  # may be relayed -> max_text_bytes
 
     # --- what the shell reads ---------------------------------------------------------------------
 
@@ -355,13 +374,34 @@ class ClientSession:
         return others
 
     def _check_size(self, text: str) -> None:
-        longest = wire.Chat(src=self.id, dst="x" * 32, stream=2**53, base=2**53, seq=2**53, text=text, group=True)
+        size = len(text.encode())
+        if size > self.max_text_bytes or len(text) > wire.MAX_TEXT_CHARS:
+            raise MessageTooLong(f"{size} bytes")
+
+    @property
+    def max_text_bytes(self) -> int:
+        """The longest text (in UTF-8 bytes) one message can carry: sealed, to a peer with the longest ID,
+        with the largest counters, and wrapped in a ``relay`` if a relay may carry it, its datagram stays
+        within :data:`~natchat.proto.wire.MAX_DATAGRAM`."""
+        relayed = self.config.path != "direct" and (self._mid is not None or self._intro.relay)
+        if relayed not in self._max_text:
+            low, high = 0, wire.MAX_DATAGRAM  # the datagram grows with the text: search
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if self._largest_chat(mid, relayed) <= wire.MAX_DATAGRAM else (low, mid - 1)
+            self._max_text[relayed] = low
+        return self._max_text[relayed]
+
+    def _largest_chat(self, text_bytes: int, relayed: bool) -> int:
+        box = bytes(text_bytes + seal.TAG_BYTES)
+        longest = wire.Chat(
+            src=self.id, dst="x" * 32, stream=2**53, base=2**53, seq=2**53, group=True, n=bytes(12), box=box
+        )
         size = wire.encoded_size(longest)
-        if self.config.path != "direct" and (self._mid is not None or self._intro.relay):  # it may be relayed
+        if relayed:
             relay = wire.Relay(id=self.id, token="0" * 32, dst="x" * 32, data=msgspec.Raw(b"0" * size))
             size = wire.encoded_size(relay)
-        if size > wire.MAX_DATAGRAM:
-            raise MessageTooLong(f"{len(text.encode())} bytes")
+        return size
 
     def measure_path(self, peer: str, now: float) -> None:
         """``@path``: measure the round trip to ``peer`` over its current path; a
@@ -375,7 +415,8 @@ class ClientSession:
             return
         link.ping = self._rng.randrange(1, 2**53)
         link.ping_sent = now
-        self._to_peer(link, wire.Probe(src=self.id, dst=peer, attempt=max(1, link.attempt), ping=link.ping))
+        probe = wire.Probe(src=self.id, dst=peer, attempt=max(1, link.attempt), ping=link.ping, n=b"", tag=b"")
+        self._to_peer(link, self._seal(probe))
 
     def _path_report(self, link: _Link, rtt: float | None) -> None:
         kind = self.path_kind(link.peer)
@@ -458,6 +499,13 @@ class ClientSession:
                     self._events.append(Joined(self.id, msg.pub, again=again))
                     self._ver = None  # the snapshot that follows is authoritative
                     self._sync_at = now + 1.0  # in case the snapshot is lost
+            case wire.Challenge() if self.state is State.REGISTERING:
+                if not home.on_challenge(msg, now):
+                    self.state = State.DONE
+                    text = "the server requires a secret: give it with --secret or NATCHAT_SECRET"
+                    self._events.append(Refused("secret_required", text))
+                elif home.unchecked_secret:
+                    self._events.append(Notice("secret_unchecked", "the server does not check the secret"))
             case wire.Alive(ver=ver) if self.state is State.REGISTERED:
                 if home.on_alive(msg, now):
                     self.pub = msg.pub
@@ -470,7 +518,7 @@ class ClientSession:
                 self._on_page(msg, now)
             case wire.ListDelta(changes=changes):
                 self._on_delta(changes, now)
-            case wire.Error(code=code, msg=text) if code in ("id_taken", "server_full"):
+            case wire.Error(code=code, msg=text) if code in REFUSALS:
                 if self.state is State.REGISTERING:
                     self.state = State.DONE
                     home.give_up()
@@ -495,7 +543,11 @@ class ClientSession:
                     self._events.append(Notice("no_relay", f"the midPeer {mid.server} introduces but does not relay"))
             case wire.Alive():
                 mid.on_alive(msg, now)
-            case wire.Error(code=code, msg=text) if code in ("id_taken", "server_full"):
+            case wire.Challenge():
+                if not mid.on_challenge(msg, now):
+                    text = f"the midPeer {mid.server} requires a secret; the server introduces, no relay"
+                    self._events.append(Notice("secret_required", text))
+            case wire.Error(code=code, msg=text) if code in REFUSALS:
                 mid.give_up()
                 self._events.append(Notice(code, f"midPeer {mid.server}: {text}; the server introduces, no relay"))
             case wire.Error(code=code) if code in ("unknown_session", "bad_token"):
@@ -549,6 +601,9 @@ class ClientSession:
     # --- the peer list ----------------------------------------------------------------------------------
 
     def _on_page(self, page: wire.ListPage, now: float) -> None:
+        if page.index >= page.count or (self._ver is not None and page.ver < self._ver):
+            self.dropped += 1  # malformed, or a page of a list older than ours (late, or repeated)
+            return
         key = (page.ver, page.count)
         if self._pages_key != key:
             if self._pages_key is not None and self._pages_key[0] > page.ver and self._ver is not None:
@@ -588,6 +643,7 @@ class ClientSession:
         if left or joined or list(peers) != list(self._peers):
             self._events.append(ListChanged(tuple(peers.values()), tuple(joined), tuple(left)))
         for gone in left:
+            self._keyring.forget(gone)
             if (link := self._links.pop(gone, None)) is not None:
                 self._fail_all(link, f"{gone} left", now)
                 if link.sock != MAIN:
@@ -691,7 +747,10 @@ class ClientSession:
 
     def _probe(self, link: _Link, at: float, *, first: bool = False) -> None:
         """Probe every candidate; the first probe of an attempt leaves at ``at`` (the agreed moment)."""
-        probe = wire.encode(wire.Probe(src=self.id, dst=link.peer, attempt=link.attempt))
+        sealed = self._seal(wire.Probe(src=self.id, dst=link.peer, attempt=link.attempt, n=b"", tag=b""))
+        if sealed is None:
+            return
+        probe = wire.encode(sealed)
         for addr in link.candidates:
             self._actions.append(Send(link.sock, probe, addr, not_before=at if first else None))
         link.next_action = at + self.config.probe_interval
@@ -771,12 +830,44 @@ class ClientSession:
                 out.interval = min(out.interval * 2, self.config.retransmit_max)
             out.next_tx = now + out.interval
             msg = wire.Chat(
-                src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, text=out.text, group=out.group
+                src=self.id, dst=link.peer, stream=link.stream, base=base, seq=out.seq, group=out.group, n=b"", box=b""
             )
-            self._to_peer(link, msg)
+            self._to_peer(link, self._seal(msg, out.text.encode()))
 
-    def _to_peer(self, link: _Link, msg: wire.Message) -> None:
+    def _seal(self, msg: _S, plaintext: bytes = b"") -> _S | None:
+        """``msg`` (made with an empty nonce, and an empty box or tag) sealed for its ``dst`` with the pair
+        key: ``plaintext`` encrypted into the box (a chat), or just the tag; None if the peer has no usable key."""
+        info = self._peers.get(msg.dst)
+        try:
+            if info is None:
+                raise seal.SealError(f"{msg.dst} is not in the list")
+            key = self._keyring.pair(msg.dst, info.key)
+        except seal.SealError:
+            self.dropped += 1
+            return None
+        nonce, sealed = seal.seal(key, wire.sealed_header(msg), plaintext)
+        if isinstance(msg, wire.Chat):
+            return msgspec.structs.replace(msg, n=nonce, box=sealed)
+        return msgspec.structs.replace(msg, n=nonce, tag=sealed)
+
+    def _opened(self, msg: wire.Sealed, now: float) -> bytes | None:
+        """What ``msg`` from a listed peer carries (a chat's text; nothing for the others), if it is sealed
+        with that peer's key. If not, None: it is dropped and counted, with a warning once a minute per peer."""
+        sealed = msg.box if isinstance(msg, wire.Chat) else msg.tag
+        try:
+            key = self._keyring.pair(msg.src, self._peers[msg.src].key)
+            return seal.open(key, msg.n, wire.sealed_header(msg), sealed)
+        except seal.SealError:
+            self.rejected += 1
+            if now >= self._warned.get(msg.src, float("-inf")) + WARN_EVERY:
+                self._warned[msg.src] = now
+                self._events.append(Rejected(msg.src, "bad_seal"))
+            return None
+
+    def _to_peer(self, link: _Link, msg: wire.Message | None) -> None:
         """Send ``msg`` to ``link``'s peer over the current path: direct if up, else through the relay."""
+        if msg is None:
+            return  # could not be sealed
         if link.phase is Phase.UP:
             assert link.addr is not None
             self._send(link.sock, msg, link.addr)
@@ -809,9 +900,15 @@ class ClientSession:
         if self.config.path == "relay" and isinstance(msg, wire.Probe | wire.Chat | wire.ChatAck):
             self.dropped += 1  # --relay-only: nothing direct, either way
             return
+        plain = b""
+        if isinstance(msg, wire.Probe | wire.Chat | wire.ChatAck) and msg.dst == self.id and msg.src in self._peers:
+            if (opened := self._opened(msg, now)) is None:
+                return  # not from the peer it names: it opens no path and gets no answer
+            plain = opened
 
-        def reply(answer: wire.Message) -> None:
-            self._send(sock, answer, addr)
+        def reply(answer: wire.Message | None) -> None:
+            if answer is not None:
+                self._send(sock, answer, addr)
 
         match msg:
             case wire.Probe(src=src, dst=self.id, attempt=attempt) if src in self._peers:
@@ -820,7 +917,7 @@ class ClientSession:
                 self._on_probe(link, msg, reply, now)
             case wire.Chat(src=src, dst=self.id) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
-                self._receive_chat(link, msg, reply, now)
+                self._receive_chat(link, msg, plain, reply, now)
             case wire.ChatAck(src=src, dst=self.id, stream=stream, seq=seq) if src in self._peers:
                 link = self._heard(src, sock, addr, now)
                 if stream == link.stream:
@@ -837,10 +934,16 @@ class ClientSession:
         except wire.WireError:
             self.dropped += 1
             return
+        plain = b""
+        if isinstance(msg, wire.Probe | wire.Chat | wire.ChatAck) and msg.dst == self.id and msg.src == src:
+            if (opened := self._opened(msg, now)) is None:
+                return  # the relay, or someone, altered or forged it
+            plain = opened
         link = self._link(src)
 
-        def reply(answer: wire.Message) -> None:
-            self._send_relayed(src, answer)
+        def reply(answer: wire.Message | None) -> None:
+            if answer is not None:
+                self._send_relayed(src, answer)
 
         match msg:
             case wire.Probe(src=s, dst=self.id) if s == src:
@@ -848,7 +951,7 @@ class ClientSession:
             case wire.Chat(src=s, dst=self.id) if s == src:
                 if not link.relayed and link.phase is not Phase.UP:
                     self._go_relay(link, now)  # the peer found no direct path: answer the same way
-                self._receive_chat(link, msg, reply, now)
+                self._receive_chat(link, msg, plain, reply, now)
             case wire.ChatAck(src=s, dst=self.id, stream=stream, seq=seq) if s == src:
                 if stream == link.stream:
                     link.outbox.pop(seq, None)
@@ -857,14 +960,27 @@ class ClientSession:
                 return
         self._pump(link, now)
 
-    def _on_probe(self, link: _Link, msg: wire.Probe, reply: Callable[[wire.Message], None], now: float) -> None:
+    def _on_probe(self, link: _Link, msg: wire.Probe, reply: Callable[[wire.Message | None], None], now: float) -> None:
         if not msg.ack:
-            reply(wire.Probe(src=self.id, dst=link.peer, attempt=msg.attempt, ack=True, ping=msg.ping))
+            answer = wire.Probe(
+                src=self.id, dst=link.peer, attempt=msg.attempt, ack=True, ping=msg.ping, n=b"", tag=b""
+            )
+            reply(self._seal(answer))
         elif msg.ping and msg.ping == link.ping:
             self._path_report(link, now - link.ping_sent)
 
-    def _receive_chat(self, link: _Link, msg: wire.Chat, reply: Callable[[wire.Message], None], now: float) -> None:
-        """Show messages once each and in order; acknowledge only what was shown or is held for showing."""
+    def _receive_chat(
+        self, link: _Link, msg: wire.Chat, plain: bytes, reply: Callable[[wire.Message | None], None], now: float
+    ) -> None:
+        """Show messages (``plain``: the opened text) once each and in order; acknowledge only what was shown
+        or is held for showing."""
+        try:
+            text = plain.decode()
+        except UnicodeDecodeError:
+            text = ""
+        if not 0 < len(text) <= wire.MAX_TEXT_CHARS:
+            self.dropped += 1  # sealed by the peer, but no text: not acknowledged either
+            return
         link.last_used = now
         stream, base, seq = msg.stream, msg.base, msg.seq
         if link.rx_stream != stream:  # a new stream (or we lost our state): it resumes at the sender's base
@@ -876,8 +992,8 @@ class ClientSession:
             self.dropped += 1  # too far ahead to hold: not acknowledged, so it will come again
             return
         if seq >= link.rx_next:
-            link.rx_held[seq] = (msg.text, msg.group)
-        reply(wire.ChatAck(src=self.id, dst=link.peer, stream=stream, seq=seq))
+            link.rx_held[seq] = (text, msg.group)
+        reply(self._seal(wire.ChatAck(src=self.id, dst=link.peer, stream=stream, seq=seq, n=b"", tag=b"")))
         while link.rx_next in link.rx_held:
             text, group = link.rx_held.pop(link.rx_next)
             self._events.append(ChatReceived(link.peer, text, group))

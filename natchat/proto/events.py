@@ -269,6 +269,25 @@ class ListChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A datagram that names ``peer`` as its sender but is not sealed with ``peer``'s key (forged, or
+    altered on the way): dropped. Shown once a minute per peer at most."""
+
+    peer: str
+    code: str = "bad_seal"
+
+    @property
+    def message(self) -> str:
+        return f"rejected a datagram claiming to be from {self.peer}: it is not sealed with {self.peer}'s key"
+
+    def line(self) -> str:
+        return f"warning: {self.message}"
+
+    def as_dict(self) -> Json:
+        return {"event": "warning", "code": self.code, "peer": self.peer, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
 class Left:
     """We deregistered (or gave up trying); the client may exit."""
 
@@ -292,5 +311,6 @@ ClientEvent = (
     | PathChanged
     | PathReport
     | ListChanged
+    | Rejected
     | Left
 )

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import wire
+from . import auth, wire
 from .wire import Addr
 
 
@@ -30,13 +30,24 @@ class RegState(enum.Enum):
 class RegConfig:
     keepalive: float = 10.0
     register_within: float | None = 10.0
+    secret: bytes | None = None
+    """``--secret``: prove it (never send it) when the server asks (auth.py)."""
 
 
 class Registration:
     def __init__(
-        self, client_id: str, server: Addr, priv: Addr, config: RegConfig, send: Callable[[wire.Message], None]
+        self,
+        client_id: str,
+        server: Addr,
+        priv: Addr,
+        config: RegConfig,
+        send: Callable[[wire.Message], None],
+        *,
+        key: bytes,
     ) -> None:
+        """``key``: the session's public key, registered with the ID (the same for every registration)."""
         self.id = client_id
+        self.key = key
         self.server = server
         self.priv = priv
         self.config = config
@@ -64,6 +75,9 @@ class Registration:
         self.clock_offset: float | None = None
         """The server's clock minus ours."""
         self._offset_rtt = float("inf")
+        self._cookie: str | None = None  # the server's last challenge: proves we receive at our address
+        self.unchecked_secret = False
+        """We have a secret, and the server said it does not check one."""
 
     @property
     def registered(self) -> bool:
@@ -131,6 +145,21 @@ class Registration:
         self._keepalive_gap = 1.0
         return True
 
+    def on_challenge(self, msg: wire.Challenge, now: float) -> bool:
+        """The server wants a cookie (and perhaps a proof) first: register again at once with them.
+        False if it requires a secret we do not have (we give up)."""
+        self.last_heard = now
+        if self.state is not RegState.REGISTERING:
+            return True  # a stale challenge
+        if msg.secret and self.config.secret is None:
+            self.state = RegState.GAVE_UP
+            return False
+        self.unchecked_secret = self.config.secret is not None and not msg.secret
+        self._cookie = msg.cookie
+        self._rtt_sample(now, None)
+        self._send_register(now)
+        return True
+
     def forget_session(self, now: float) -> None:
         """The server does not know our token (it restarted, or timed us out): register afresh."""
         self.token = None
@@ -152,10 +181,19 @@ class Registration:
         return local if now < local < now + 2.0 else now
 
     def _register(self, now: float) -> None:
-        self._send(wire.Register(id=self.id, priv=self.priv, token=self.token))
-        self._probe_sent_at = now if self._retry_gap == 0.5 else None
-        self._retry_at = now + self._retry_gap
+        self._send_register(now, first=self._retry_gap == 0.5)
         self._retry_gap = min(self._retry_gap * 2, max(self.keepalive, 1.0))
+
+    def _send_register(self, now: float, *, first: bool = True) -> None:
+        proof = None
+        if self.config.secret is not None and self._cookie is not None:
+            proof = auth.proof(self.config.secret, self._cookie, self.id, self.priv, self.key)
+        register = wire.Register(
+            id=self.id, priv=self.priv, key=self.key, token=self.token, cookie=self._cookie, proof=proof
+        )
+        self._send(register)
+        self._probe_sent_at = now if first else None
+        self._retry_at = now + self._retry_gap
 
     def _send_keepalive(self, now: float) -> None:
         assert self.token is not None
@@ -171,13 +209,15 @@ class Registration:
             self._probe_sent_at = now
         self._keepalive_unanswered = True
 
-    def _rtt_sample(self, now: float, server_now: float) -> None:
-        """A reply to our last (not retransmitted) request: learn the round trip and the clock offset."""
+    def _rtt_sample(self, now: float, server_now: float | None) -> None:
+        """A reply to our last (not retransmitted) request: learn the round trip and the clock offset
+        (``server_now``: the server's clock when it answered, if it said)."""
         if self._probe_sent_at is None:
             return
         sample = now - self._probe_sent_at
         self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
-        if sample <= self._offset_rtt:  # the server read its clock about half way through the round trip
+        # the server read its clock about half way through the round trip
+        if server_now is not None and sample <= self._offset_rtt:
             self.clock_offset = server_now - (self._probe_sent_at + now) / 2
             self._offset_rtt = sample
         self._probe_sent_at = None

@@ -7,6 +7,10 @@ from :meth:`next_event`; sleep until :meth:`get_timer`. It never reads a clock o
 Every rule that changes the registry lives here:
 
 * a client registers with an ID and its private address; its public address is the datagram's source;
+  first it must show that it receives at that address (a cookie, ``auth.py``), and with ``secret`` set,
+  that it knows the secret; until then it gets one small ``challenge`` and nothing about anybody;
+* every source address is rate-limited before anything else (``ratelimit.py``); a datagram from a
+  source that is not registered gets at most one reply, at most twice its size;
 * a keepalive with the session token refreshes it (and moves it, if it arrives from a new address:
   the NAT rebound the mapping); a client silent for ``timeout`` seconds disappears;
 * deregistration needs the token; a live ID cannot be taken by anyone else;
@@ -26,8 +30,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from . import wire
+from . import auth, wire
 from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, RelayStarted, ServerEvent
+from .ratelimit import RateLimiter
 from .wire import Addr, Change, PeerInfo
 
 DELTA_LOG = 4096
@@ -55,6 +60,10 @@ def sweep_offset(attempt: int) -> float:
     magnitude = (index + 1) // 2
     return (magnitude if index % 2 else -magnitude) * PUNCH_SWEEP_STEP
 
+
+SOURCE_RATE = 400.0
+"""Datagrams per second the server takes from one source address (bursts of twice this); more than a
+client sends even while relaying at ``RELAY_RATE``."""
 
 RELAY_RATE = 200.0
 """Datagrams per second one client may have relayed (sustained; bursts of twice this)."""
@@ -102,7 +111,10 @@ class RendezvousServer:
         lists: bool = True,
         relay_rate: float = RELAY_RATE,
         relay_bytes: float = RELAY_BYTES,
+        secret: bytes | None = None,
+        source_rate: float = SOURCE_RATE,
         token_factory: Callable[[], str] = lambda: secrets.token_hex(16),
+        cookie_key: bytes | None = None,
     ) -> None:
         """``relay``: also be a midPeer relay. ``lists``: send clients the peer list (a standalone
         midPeer does not: the clients' lists come from their rendezvous server)."""
@@ -112,6 +124,11 @@ class RendezvousServer:
         self.lists = lists
         self.relay_rate = relay_rate
         self.relay_bytes = relay_bytes
+        self.secret = secret
+        """``--secret``: registrations must prove they know it (auth.py)."""
+        self._cookie_key = cookie_key if cookie_key is not None else secrets.token_bytes(32)
+        self._limiter = RateLimiter(source_rate, 2 * source_rate, max_sources=16384)
+        self._in_size = 0  # the size of the datagram being handled (replies to strangers are held under 2x)
         self._buckets: dict[str, _Bucket] = {}
         self._relaying: dict[str, set[str]] = {}  # sender -> receivers it has had relayed to
         self.relayed = 0
@@ -126,6 +143,12 @@ class RendezvousServer:
         self.version = 0
         self._rendezvous: OrderedDict[tuple[str, str, int], _Rendezvous] = OrderedDict()
         self._out: list[tuple[bytes, Addr]] = []
+        self._pages: tuple[int, list[bytes], int] | None = None
+        """The list at some version encoded as pages, and where in ``_out`` they were last put."""
+        self._pages_reuse = 64
+        """How many changes old the encoded pages may be (the rest goes as deltas after them)."""
+        self._fanout: tuple[int, int, bytes, list[Change], str | None] | None = None
+        """The last delta to everyone: where it sits in ``_out``, its datagram, its changes, whom it skipped."""
         self._events: deque[ServerEvent] = deque()
         self.dropped = 0
         """Datagrams dropped as malformed or not allowed."""
@@ -169,7 +192,15 @@ class RendezvousServer:
                 break
             del self._rendezvous[key]
 
+    @property
+    def rate_limited(self) -> int:
+        """Datagrams dropped because their source sent too many."""
+        return self._limiter.dropped
+
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        if not self._limiter.allow(addr, now):
+            return  # dropped unread: a flood costs one lookup per datagram
+        self._in_size = len(data)
         try:
             msg = wire.decode(data)
         except wire.WireError as exc:
@@ -203,20 +234,28 @@ class RendezvousServer:
 
     def _on_register(self, msg: wire.Register, addr: Addr, now: float) -> None:
         entry = self._entries.get(msg.id)
+        resumed = entry is not None and msg.token is not None and secrets.compare_digest(msg.token, entry.token)
+        if not resumed and not self._admitted(msg, addr, now):
+            return
         if entry is not None:
             same_session = msg.token == entry.token
             retransmit = msg.token is None and entry.info.pub == addr and entry.info.priv == msg.priv
             if not (same_session or retransmit):
                 self._drop(addr, "id_taken", f"ID {msg.id} is already registered by another client")
                 return
-            if entry.info.pub != addr or entry.info.priv != msg.priv:
-                self._update(entry, addr, msg.priv)  # the NAT rebound this session's mapping
+            if same_session and msg.key != entry.info.key:  # peers trust the listed key: nobody swaps it
+                self._drop(addr, "key_changed", f"session {msg.id} registered another key; a session keeps its key")
+                return
+            # (without the token, from the same socket: a retransmission, or the client restarted there
+            # with a new key before its old entry expired; peers get the new key with the change)
+            if entry.info.pub != addr or entry.info.priv != msg.priv or entry.info.key != msg.key:
+                self._update(entry, addr, msg.priv, msg.key)  # the NAT rebound this session's mapping
             self._touch(entry, now)
         elif self.max_clients is not None and len(self._entries) >= self.max_clients:
             self._drop(addr, "server_full", f"the server is full: {self.max_clients} clients are registered")
             return
         else:
-            entry = _Entry(PeerInfo(msg.id, addr, msg.priv), self._new_token(), now)
+            entry = _Entry(PeerInfo(msg.id, addr, msg.priv, msg.key), self._new_token(), now)
             self._entries[msg.id] = entry
             self._expiry[msg.id] = None
             self._by_addr[addr] = msg.id
@@ -226,6 +265,21 @@ class RendezvousServer:
         self._send(reply, addr)
         if self.lists:
             self._send_snapshot(addr)
+
+    def _admitted(self, msg: wire.Register, addr: Addr, now: float) -> bool:
+        """A new registration shows its cookie (and proof of the secret); if not, it is challenged."""
+        if not auth.cookie_ok(self._cookie_key, addr, now, msg.cookie):
+            challenge = wire.Challenge(cookie=auth.cookie(self._cookie_key, addr, now), secret=self.secret is not None)
+            self._send(challenge, addr)
+            return False
+        assert msg.cookie is not None
+        if self.secret is not None and not auth.proof_ok(self.secret, msg.cookie, msg.id, msg.priv, msg.key, msg.proof):
+            if msg.proof is None:
+                self._drop(addr, "secret_required", "this server requires a secret (--secret or NATCHAT_SECRET)")
+            else:
+                self._drop(addr, "bad_secret", "wrong secret: the server refused the registration")
+            return False
+        return True
 
     def _on_punch_request(self, msg: wire.PunchRequest, addr: Addr, now: float) -> None:
         entry = self._authenticate(msg.id, msg.token, addr, moving=False)
@@ -237,7 +291,7 @@ class RendezvousServer:
         if peer is None or peer is entry:
             self._send(wire.Error(code="unknown_peer", msg=f"{msg.peer} is not registered"), addr)
             return
-        me = PeerInfo(entry.info.id, addr, msg.priv)
+        me = PeerInfo(entry.info.id, addr, msg.priv, entry.info.key)
         # Both first probes must cross between the NATs: name one moment for both, late enough for
         # both go's to arrive (a round trip of the slower peer, plus a margin) and for this server to
         # be idle again, so that neither peer waits for a CPU at that moment.
@@ -263,7 +317,8 @@ class RendezvousServer:
             return
         del self._rendezvous[key]
         for a, b in ((entry.info.id, peer.info.id), (peer.info.id, entry.info.id)):
-            go = wire.PunchGo(peer=PeerInfo(b, rv.addrs[b], rv.privs[b]), attempt=msg.attempt, at=at_of[a])
+            public = self._entries[b].info.key
+            go = wire.PunchGo(peer=PeerInfo(b, rv.addrs[b], rv.privs[b], public), attempt=msg.attempt, at=at_of[a])
             self._send(go, rv.addrs[a])
 
     def _on_relay(self, msg: wire.Relay, addr: Addr, size: int, now: float) -> None:
@@ -321,11 +376,12 @@ class RendezvousServer:
         entry.last_seen = now
         self._expiry.move_to_end(entry.info.id)
 
-    def _update(self, entry: _Entry, pub: Addr, priv: Addr) -> None:
+    def _update(self, entry: _Entry, pub: Addr, priv: Addr, key: bytes | None = None) -> None:
+        """The entry moved (or, with ``key``, a client restarted on its socket with a new key)."""
         old = entry.info
         if self._by_addr.get(old.pub) == old.id:
             del self._by_addr[old.pub]
-        entry.info = PeerInfo(old.id, pub, priv)
+        entry.info = PeerInfo(old.id, pub, priv, old.key if key is None else key)
         self._by_addr[pub] = old.id
         if old.pub != pub:
             self._events.append(Moved(entry.info, old.pub))
@@ -344,15 +400,44 @@ class RendezvousServer:
         self._record(Change(self.version + 1, True, entry.info))
 
     def _record(self, change: Change, *, skip: str | None = None) -> None:
-        """Commit ``change`` as the next version and send it to every client (but ``skip``)."""
+        """Commit ``change`` as the next version and send it to every client (but ``skip``, the client
+        that has just registered: it gets the whole list instead).
+
+        Changes made before the shell takes the datagrams (a burst of registrations, clients expiring
+        together, a shell busy sending) travel together: the delta to everyone still waiting in ``_out``
+        is replaced by one that also carries this change, as long as that fits in a datagram, and moves
+        to the end of ``_out``, after the list a newcomer has just been sent. A client may so get a change
+        it already has (its own registration, or one in its list); clients skip those by version.
+        """
         self.version = change.ver
         self._log.append(change)
         if not self.lists:
             return
-        data = wire.encode(wire.ListDelta(changes=[change]))
-        for cid, entry in self._entries.items():
-            if cid != skip:
-                self._out.append((data, entry.info.pub))
+        changes = [change]
+        recipients: list[Addr] | None = None
+        if self._fanout is not None:
+            start, stop, data, pending, skipped = self._fanout
+            # still waiting? (the shell takes ``_out`` whole; a new one never holds this ``data``)
+            if start < stop <= len(self._out) and self._out[start][0] is data:
+                merged = [*pending, change]
+                if wire.encoded_size(wire.ListDelta(changes=merged)) <= wire.MAX_DATAGRAM:
+                    # The same recipients as before (cheaper than asking the registry): with a newcomer
+                    # and whoever was skipped, or without the one who left.
+                    if skip is not None:
+                        recipients = [addr for _, addr in self._out[start:stop]]
+                        recipients += [self._entries[cid].info.pub for cid in (skipped, skip) if cid is not None]
+                    elif change.gone and (skipped is None or skipped not in self._entries):
+                        recipients = [addr for _, addr in self._out[start:stop] if addr != change.peer.pub]
+                    del self._out[start:stop]
+                    changes, skip = merged, None
+                    if self._pages is not None and self._pages[2] >= stop:  # they moved up
+                        self._pages = (self._pages[0], self._pages[1], self._pages[2] - (stop - start))
+        if recipients is None:  # (someone left or moved: ask the registry)
+            recipients = [entry.info.pub for cid, entry in self._entries.items() if cid != skip]
+        data = wire.encode(wire.ListDelta(changes=changes))
+        start = len(self._out)
+        self._out.extend([(data, addr) for addr in recipients])
+        self._fanout = (start, len(self._out), data, changes, skip)
 
     def _send_changes_since(self, since: int, addr: Addr) -> None:
         if since >= self.version:
@@ -366,11 +451,28 @@ class RendezvousServer:
             self._send(wire.ListDelta(changes=batch), addr)
 
     def _send_snapshot(self, addr: Addr) -> None:
-        peers = self.peers()
-        overhead = wire.encoded_size(wire.ListPage(ver=self.version, index=100_000, count=100_000, peers=[]))
-        pages = list(_pack(peers, overhead)) or [[]]
-        for index, page in enumerate(pages):
-            self._send(wire.ListPage(ver=self.version, index=index, count=len(pages), peers=page), addr)
+        """Send ``addr`` the whole list as pages. In a burst of registrations (before the shell takes the
+        datagrams), newcomers share the pages encoded for the first of them, at most ``_pages_reuse``
+        changes old, and get the changes since as deltas: encoding the whole list once per newcomer
+        would cost O(N) each."""
+        cached = self._pages
+        if not (
+            cached is not None
+            and self.version - cached[0] <= self._pages_reuse
+            and cached[2] < len(self._out)
+            and self._out[cached[2]][0] is cached[1][0]  # still waiting to be sent: the same burst
+        ):
+            peers = self.peers()
+            overhead = wire.encoded_size(wire.ListPage(ver=self.version, index=100_000, count=100_000, peers=[]))
+            batches = list(_pack(peers, overhead)) or [[]]
+            pages = [
+                wire.encode(wire.ListPage(ver=self.version, index=i, count=len(batches), peers=batch))
+                for i, batch in enumerate(batches)
+            ]
+            cached = (self.version, pages, len(self._out))
+        self._pages = (cached[0], cached[1], len(self._out))
+        self._out.extend([(data, addr) for data in cached[1]])
+        self._send_changes_since(cached[0], addr)
 
     def _send(self, msg: wire.Message, addr: Addr) -> None:
         self._out.append((wire.encode(msg), addr))
@@ -380,8 +482,12 @@ class RendezvousServer:
         garbage (one short reply at most, never anything about other clients)."""
         self.dropped += 1
         self._events.append(Dropped(addr, code, reason))
-        if code not in _SILENT or addr in self._by_addr:
-            self._send(wire.Error(code=code, msg=reason[:300]), addr)
+        # The reason may quote the datagram: printable ASCII only, and short, so the reply always fits.
+        said = "".join(c if c.isascii() and c.isprintable() else "?" for c in reason[:200])
+        error = wire.encode(wire.Error(code=code, msg=said))
+        known = addr in self._by_addr
+        if known or (code not in _SILENT and len(error) <= 2 * self._in_size):  # a stranger: one short reply
+            self._out.append((error, addr))
 
 
 _T = TypeVar("_T")

@@ -20,9 +20,11 @@ What the server does with a STUN message (:func:`binding_response`), following R
   IPv4 or IPv6), SOFTWARE and FINGERPRINT, and the request's transaction ID.
 
 No authentication: MESSAGE-INTEGRITY and USERNAME are understood (so they cause no 420) and ignored.
-The answer goes to the request's source only and is at most 64 bytes (a 420 lists at most half the
-bytes of the attributes that caused it): like every STUN server's, about three times a minimal 20-byte
-request, and nothing is ever sent unasked.
+The answer goes to the request's source only and is never more than twice the request's size on the
+wire (IP and UDP headers included: 28 bytes over IPv4, 48 over IPv6), which is what a reflection
+attack multiplies: SOFTWARE (and an error's reason text) is left out when it would not fit. A bare
+20-byte request gets its 52-byte answer (IPv4: 48 bytes on the wire become 80; IPv6: 68 become 112,
+under 136). Nothing is ever sent unasked.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Final
 from .wire import Addr
 
 MAGIC_COOKIE: Final = 0x2112A442
+IP_UDP_HEADERS: Final = {False: 28, True: 48}
+"""Bytes of IPv4 (False) or IPv6 (True) and UDP headers around every datagram."""
 HEADER_SIZE: Final = 20
 FINGERPRINT_XOR: Final = 0x5354554E
 """FINGERPRINT is the CRC-32 of the message up to it, XORed with this ("STUN")."""
@@ -202,9 +206,12 @@ def binding_request(transaction_id: bytes) -> bytes:
     return encode(BINDING, REQUEST, transaction_id, [])
 
 
-def _error(method: int, transaction_id: bytes, code: int, reason: str, extra: list[tuple[int, bytes]]) -> bytes:
+def _error(method: int, transaction_id: bytes, code: int, reason: str, extra: list[tuple[int, bytes]]) -> list[bytes]:
     value = struct.pack("!HBB", 0, code // 100, code % 100) + reason.encode()
-    return encode(method, ERROR, transaction_id, [(ERROR_CODE, value), *extra, (SOFTWARE, SOFTWARE_NAME)])
+    return [
+        encode(method, ERROR, transaction_id, [(ERROR_CODE, value), *extra, (SOFTWARE, SOFTWARE_NAME)]),
+        encode(method, ERROR, transaction_id, [(ERROR_CODE, struct.pack("!HBB", 0, code // 100, code % 100)), *extra]),
+    ]
 
 
 def binding_response(data: bytes, source: Addr) -> bytes | None:
@@ -219,15 +226,20 @@ def binding_response(data: bytes, source: Addr) -> bytes | None:
         return None
     if msg.cls != REQUEST:
         return None
+    # No amplification: on the wire, the answer is at most twice the request. Each answer below comes
+    # in decreasing sizes (without SOFTWARE, without the reason text); the first that fits is sent, or none.
     unknown = sorted({t for t, _ in msg.attributes if t < 0x8000 and t not in KNOWN_REQUIRED})
     if unknown:
         listing = b"".join(t.to_bytes(2, "big") for t in unknown)
-        return _error(msg.method, msg.transaction_id, 420, "Unknown Attribute", [(UNKNOWN_ATTRIBUTES, listing)])
-    if msg.method != BINDING:
-        return _error(msg.method, msg.transaction_id, 400, "Bad Request: only Binding is served here", [])
-    return encode(
-        BINDING,
-        SUCCESS,
-        msg.transaction_id,
-        [(XOR_MAPPED_ADDRESS, encode_xor_address(source, msg.transaction_id)), (SOFTWARE, SOFTWARE_NAME)],
-    )
+        answers = _error(msg.method, msg.transaction_id, 420, "Unknown Attribute", [(UNKNOWN_ATTRIBUTES, listing)])
+    elif msg.method != BINDING:
+        answers = _error(msg.method, msg.transaction_id, 400, "Bad Request: only Binding is served here", [])
+    else:
+        mapped = (XOR_MAPPED_ADDRESS, encode_xor_address(source, msg.transaction_id))
+        answers = [
+            encode(BINDING, SUCCESS, msg.transaction_id, [mapped, (SOFTWARE, SOFTWARE_NAME)]),
+            encode(BINDING, SUCCESS, msg.transaction_id, [mapped]),
+        ]
+    headers = IP_UDP_HEADERS[":" in source.host]
+    limit = 2 * (len(data) + headers) - headers  # on the wire, at most twice the request
+    return next((answer for answer in answers if len(answer) <= limit), None)

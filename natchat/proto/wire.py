@@ -26,7 +26,14 @@ Host = Annotated[str, Meta(min_length=2, max_length=45)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Counter = Annotated[int, Meta(ge=0, le=2**53)]
 Attempt = Annotated[int, Meta(ge=1, le=1000)]
-Text = Annotated[str, Meta(min_length=1, max_length=1000)]
+PublicKey = Annotated[bytes, Meta(min_length=32, max_length=32)]
+"""A client's X25519 public key (``seal.py``); base64 in JSON, like every ``bytes`` field."""
+Nonce = Annotated[bytes, Meta(min_length=12, max_length=12)]
+Tag = Annotated[bytes, Meta(min_length=16, max_length=16)]
+Box = Annotated[bytes, Meta(min_length=17, max_length=MAX_DATAGRAM)]
+"""A sealed chat text: the ciphertext of its UTF-8 (1 byte or more) and the 16-byte tag."""
+MAX_TEXT_CHARS: Final = 1000
+"""The longest text a receiver shows (checked once opened); the datagram limit is usually reached first."""
 Seconds = Annotated[float, Meta(ge=0, le=3600)]
 Clock = Annotated[float, Meta(ge=-1e12, le=1e12)]
 """A reading of the sender's own clock (seconds; its origin is arbitrary)."""
@@ -50,11 +57,13 @@ class Addr(Struct, array_like=True, frozen=True):
 
 
 class PeerInfo(Struct, array_like=True, frozen=True):
-    """One registered client as everyone sees it: ``["client1", [pub], [priv]]``."""
+    """One registered client as everyone sees it: ``["client1", [pub], [priv], key]``."""
 
     id: ClientId
     pub: Addr
     priv: Addr
+    key: PublicKey
+    """Its public key: peers seal what they send it with the pair key (``seal.py``)."""
 
 
 class Change(Struct, array_like=True, frozen=True):
@@ -77,7 +86,13 @@ class Register(Message, tag="register", frozen=True):
 
     id: ClientId
     priv: Addr
+    key: PublicKey
+    """The session's public key, listed with the client; a session keeps its key (``key_changed``)."""
     token: Token | None = None
+    cookie: Token | None = None
+    """From the server's ``challenge``: proves this source address receives what is sent to it."""
+    proof: Token | None = None
+    """With ``serve --secret``: a MAC under the secret of the cookie, ID and private address (auth.py)."""
 
 
 class KeepAlive(Message, tag="keepalive", frozen=True):
@@ -128,6 +143,14 @@ class Registered(Message, tag="registered", frozen=True):
     """The server's clock when it sent this (with ``alive``, lets clients estimate the clock offset)."""
     relay: bool = False
     """The server runs a midPeer relay (``serve --midpeer``, ``natchat midpeer``)."""
+
+
+class Challenge(Message, tag="challenge", frozen=True):
+    """Register again with this ``cookie`` (and a ``proof``, if ``secret``): the answer to a
+    registration that did not show it can receive at its source address."""
+
+    cookie: Token
+    secret: bool
 
 
 class Alive(Message, tag="alive", frozen=True):
@@ -192,6 +215,9 @@ class Probe(Message, tag="probe", frozen=True):
     src: ClientId
     dst: ClientId
     attempt: Attempt
+    n: Nonce
+    tag: Tag
+    """Seals nothing but authenticates the rest (:func:`sealed_header`) under the pair key."""
     ack: bool = False
     ping: Counter = 0
     """Non-zero: a round-trip measurement (``@path``); the answer echoes it."""
@@ -203,6 +229,7 @@ class Chat(Message, tag="chat", frozen=True):
     ``base`` is the lowest seq the sender has not seen acknowledged: everything before it was shown. A
     receiver that lost its state (it restarted, or the peer briefly left its list) resumes there.
     ``group``: the sender sent this text to everyone (``@all``), one copy to each peer.
+    ``box``: the text, sealed with the pair key and nonce ``n``; the other fields are authenticated.
     """
 
     src: ClientId
@@ -210,8 +237,9 @@ class Chat(Message, tag="chat", frozen=True):
     stream: Counter
     base: Counter
     seq: Counter
-    text: Text
     group: bool
+    n: Nonce
+    box: Box
 
 
 class ChatAck(Message, tag="chat_ack", frozen=True):
@@ -219,6 +247,12 @@ class ChatAck(Message, tag="chat_ack", frozen=True):
     dst: ClientId
     stream: Counter
     seq: Counter
+    n: Nonce
+    tag: Tag
+
+
+Sealed = Probe | Chat | ChatAck
+"""What peers send each other: sealed (``seal.py``), directly or through a relay."""
 
 
 # --- client <-> midPeer relay ------------------------------------------------------------------------
@@ -248,6 +282,7 @@ AnyMessage = (
     | Sync
     | PunchRequest
     | Registered
+    | Challenge
     | Alive
     | Bye
     | ListDelta
@@ -281,6 +316,14 @@ def encode(msg: Message) -> bytes:
     if len(data) > MAX_DATAGRAM:
         raise WireError(f"{type(msg).__name__} is {len(data)} bytes, over {MAX_DATAGRAM}")
     return data
+
+
+def sealed_header(msg: Sealed) -> bytes:
+    """The associated data a peer-to-peer datagram is sealed with: the message in JSON with its nonce and
+    its box or tag left empty. Every other field (``v``, ``t``, IDs, counters, flags) is authenticated."""
+    if isinstance(msg, Chat):
+        return _encoder.encode(msgspec.structs.replace(msg, n=b"", box=b""))
+    return _encoder.encode(msgspec.structs.replace(msg, n=b"", tag=b""))
 
 
 def encoded_size(obj: object) -> int:

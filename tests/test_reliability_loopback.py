@@ -1,0 +1,75 @@
+"""Leaving when the terminal closes, on loopback with a real pseudo-terminal (issue #6).
+
+``tests/test_cli_loopback.py::test_leaving_deregisters`` already proves that end of input, SIGINT (Ctrl-C),
+SIGTERM and a SIGHUP sent by hand each deregister a client. What it does not do is close a *terminal*:
+here ``natchat join`` runs with a pseudo-terminal as its controlling terminal and its stdin, stdout and
+stderr, as in a terminal window; closing the terminal's master side makes the kernel hang up the session
+(SIGHUP, and reads and writes on the terminal fail from then on). The server must print the client's
+deregistration -- not, after its timeout, a disappearance -- and the other client's list must update.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sys
+import termios
+
+import trio
+
+from .procs import ProcGroup, free_udp_port
+from .test_cli_loopback import REGISTERED, show_list
+
+NATCHAT = [sys.executable, "-m", "natchat"]
+HOST = "127.0.0.1"
+TIMEOUT = 2.0  # the server's --timeout: a client that merely went silent would be reported after this
+
+
+def _terminal_is_stdin() -> None:
+    """In the child, before exec: a new session whose controlling terminal is stdin (the pty)."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+async def test_closing_the_terminal_deregisters(procs: ProcGroup) -> None:
+    port = free_udp_port()
+    server_addr = f"{HOST}:{port}"
+    server = await procs.start("server", [*NATCHAT, "serve", "--host", HOST, "--port", str(port), "--timeout", "2"])
+    other = await procs.start("client2", [*NATCHAT, "join", "client2", "--server", server_addr, "--port", "0"])
+    await other.expect_line(REGISTERED, "err", within=10)
+
+    master, slave = os.openpty()
+    args = [*NATCHAT, "join", "client1", "--server", server_addr, "--bind", HOST, "--port", "0"]
+    process = await trio.lowlevel.open_process(
+        args, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_terminal_is_stdin, env=procs.env
+    )
+    os.close(slave)
+    terminal = trio.lowlevel.FdStream(master)
+    shown = b""
+    open_terminal = True
+    try:
+        with trio.fail_after(10):
+            while (found := re.search(rb"registered; public address (\S+)\r?\n", shown)) is None:
+                shown += await terminal.receive_some(4096)
+        pub = found[1].decode()
+        await server.expect_line(f"client1 {pub}", within=5)
+
+        closed_at = trio.current_time()
+        await terminal.aclose()  # the terminal window closes
+        open_terminal = False
+        await server.expect_line(f"client1 is deregistered {pub}", within=5)
+        assert trio.current_time() - closed_at <= 2.0, procs.transcript()
+        with trio.fail_after(5):
+            status = await process.wait()
+        assert status == 0, f"exit status {status}\n{procs.transcript()}"
+        assert [cid for cid, _ in await show_list(other)] == ["client2"], procs.transcript()
+        await trio.sleep(TIMEOUT + 1)  # long enough for a timeout to be reported, if one were pending
+        assert not [line for line in server.lines() if "disappeared" in line], procs.transcript()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.move_on_after(5):
+                await process.wait()
+        if open_terminal:
+            await terminal.aclose()
