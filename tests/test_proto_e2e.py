@@ -225,3 +225,27 @@ def test_the_longest_text_fits_in_one_datagram_even_relayed() -> None:
     assert max(len(d) for _, _, d in sim.sent) > wire.MAX_DATAGRAM - 40
     direct_only = Sim(config=ClientConfig(path="direct")).add("d" * 32, start=False).session
     assert direct_only.max_text_bytes > limit  # without a relay's envelope, more fits
+
+
+def test_a_replayed_chat_of_an_ended_stream_is_not_shown_again() -> None:
+    """A stream ends when a delivery fails; someone who recorded its datagrams replays them later."""
+    sim = Sim(config=ClientConfig(deliver_within=3))
+    a = sim.add("a", "10.0.0.1")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    a.session.chat("b", "old news", sim.now)
+    sim.run(1)
+    recorded = [(src, data) for src, dst, data in sim.sent if isinstance(wire.decode(data), wire.Chat)]
+    # the acknowledgements are lost and the next message is never acknowledged: the stream ends
+    sim.drop = lambda src, dst, data: isinstance(wire.decode(data), wire.ChatAck)
+    a.session.chat("b", "lost", sim.now)
+    sim.run(5)
+    sim.drop = lambda *_: False
+    a.session.chat("b", "fresh", sim.now)  # a new stream
+    sim.run(1)
+    assert chats(b)[-1] == "From a [fresh]"
+    shown = len(chats(b))
+    for src, data in recorded:
+        b.session.receive_datagram(data, MAIN, src, sim.now)
+    sim.run(1)
+    assert len(chats(b)) == shown  # "old news" is not shown a second time

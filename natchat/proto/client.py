@@ -105,6 +105,8 @@ class ClientConfig:
 
 
 PATH_MODES = ("auto", "direct", "relay")
+RETIRED_STREAMS = 16
+"""Ended incoming streams remembered per peer, so that a replayed datagram of one is not shown again."""
 REFUSALS = ("id_taken", "server_full", "secret_required", "bad_secret", "key_changed")
 """Errors that end a registration attempt for good."""
 
@@ -171,6 +173,7 @@ class _Link:
     rx_stream: int | None = None
     rx_next: int = 1
     rx_held: dict[int, tuple[str, bool]] = field(default_factory=dict)  # seq -> (text, sent to all)
+    rx_ended: deque[int] = field(default_factory=lambda: deque(maxlen=RETIRED_STREAMS))  # streams replaced
 
 
 class ClientSession:
@@ -983,7 +986,12 @@ class ClientSession:
             return
         link.last_used = now
         stream, base, seq = msg.stream, msg.base, msg.seq
+        if stream in link.rx_ended:
+            self.dropped += 1  # a stream the sender has ended: a replay (or very late); never shown again
+            return
         if link.rx_stream != stream:  # a new stream (or we lost our state): it resumes at the sender's base
+            if link.rx_stream is not None:
+                link.rx_ended.append(link.rx_stream)
             link.rx_stream, link.rx_next, link.rx_held = stream, base, {}
         elif base > link.rx_next:  # the sender saw everything before base acknowledged: shown already
             link.rx_held = {s: t for s, t in link.rx_held.items() if s >= base}
