@@ -204,3 +204,16 @@ def test_a_flood_from_one_address_does_not_stop_the_others() -> None:
     nodes[0].session.chat("c4", "still here", sim.now)
     sim.run(1)
     assert [e.line() for e in nodes[4].events if type(e).__name__ == "ChatReceived"] == ["From c0 [still here]"]
+
+
+def test_a_server_that_challenges_is_there_the_client_keeps_trying() -> None:
+    """register_within is for a server that never answers; one whose challenges arrive (heavy loss
+    took the rest) is there, and the client keeps registering until it gets through."""
+    sim = Sim(config=ClientConfig(register_within=10))
+    sim.drop = lambda src, dst, data: isinstance(wire.decode(data), wire.Registered)
+    a = sim.add("a")
+    sim.run(15)
+    assert a.session.state is State.REGISTERING
+    sim.drop = lambda *_: False
+    sim.run(11)
+    assert a.session.state is State.REGISTERED and not [e for e in a.events if isinstance(e, Refused)]

@@ -61,6 +61,8 @@ class Registration:
         self.list_version = 0
         """Sent with keepalives: the registry version the client has (the session keeps it current)."""
         self.ever_registered = False
+        self.answered = False
+        """The server has answered at all (a challenge counts): it is there, so keep trying."""
         self._started_at = 0.0
         self._retry_at = 0.0
         self._retry_gap = 0.5
@@ -97,7 +99,7 @@ class Registration:
             return float("inf")
         if self.state is RegState.REGISTERING:
             timer = self._retry_at
-            if not self.ever_registered and self.config.register_within is not None:
+            if not self.answered and self.config.register_within is not None:
                 timer = min(timer, self._started_at + self.config.register_within)
             return timer
         return min(self._keepalive_at, self.last_heard + self.lost_after)
@@ -106,7 +108,7 @@ class Registration:
         """Retransmit or keep alive as due; returns why the server counts as lost, or "gave up"."""
         limit = self.config.register_within
         if self.state is RegState.REGISTERING:
-            if not self.ever_registered and limit is not None and now >= self._started_at + limit:
+            if not self.answered and limit is not None and now >= self._started_at + limit:
                 self.state = RegState.GAVE_UP
                 return "gave up"
             if now >= self._retry_at:
@@ -129,7 +131,7 @@ class Registration:
         self._rtt_sample(now, msg.now)
         self.token, self.pub, self.state, self.relay = msg.token, msg.pub, RegState.REGISTERED, msg.relay
         self.keepalive = min(self.config.keepalive, msg.timeout / 3)
-        self.ever_registered = True
+        self.ever_registered = self.answered = True
         self._warmup = 0.25
         self._keepalive_at = now + min(self._warmup, self.keepalive)
         return True
@@ -154,6 +156,7 @@ class Registration:
         if msg.secret and self.config.secret is None:
             self.state = RegState.GAVE_UP
             return False
+        self.answered = True
         self.unchecked_secret = self.config.secret is not None and not msg.secret
         self._cookie = msg.cookie
         self._rtt_sample(now, None)
