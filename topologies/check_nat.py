@@ -27,7 +27,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from natnet import NetSpec, seed_network, seed_spec  # noqa: E402
+from natnet import NetSpec, one_network_at_a_time, seed_network, seed_spec  # noqa: E402
 from udp_agent import UdpAgent  # noqa: E402
 
 ECHO_PORT = 10080  # echo agents on server and public1
@@ -416,27 +416,28 @@ def check_mn_cli() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".mn", delete=False) as f:
         f.write(script)
     try:
-        proc = subprocess.run(
-            [
-                "mn",
-                "--custom",
-                os.path.join(HERE, "natnet.py"),
-                "--topo",
-                "seed,cone,symmetric,nat1_timeout=41",
-                "--switch",
-                "lxbr",
-                "--controller",
-                "none",
-                "--test",
-                "none",
-                "--post",
-                f.name,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
+        with one_network_at_a_time():  # mn builds natnet's nodes too: not while another network is up
+            proc = subprocess.run(
+                [
+                    "mn",
+                    "--custom",
+                    os.path.join(HERE, "natnet.py"),
+                    "--topo",
+                    "seed,cone,symmetric,nat1_timeout=41",
+                    "--switch",
+                    "lxbr",
+                    "--controller",
+                    "none",
+                    "--test",
+                    "none",
+                    "--post",
+                    f.name,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+            )
     finally:
         os.unlink(f.name)
     out = proc.stdout + proc.stderr

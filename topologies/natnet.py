@@ -833,7 +833,7 @@ def network(spec: NetSpec, *, log_level: str = "warning", skip_fix_limits: bool 
     """
     if os.geteuid() != 0:
         raise PermissionError("Mininet networks need root")
-    with _one_network_at_a_time():
+    with one_network_at_a_time():
         yield from _network(spec, log_level=log_level, skip_fix_limits=skip_fix_limits)
 
 
@@ -842,7 +842,7 @@ LOCK_WAIT_S = 1200.0
 
 
 @contextlib.contextmanager
-def _one_network_at_a_time() -> Iterator[None]:
+def one_network_at_a_time() -> Iterator[None]:
     """Node names are fixed, and cleanup() removes whatever carries them: two networks built at once
     would tear each other down. Queue behind any other natnet network on this machine (bounded)."""
     import fcntl
