@@ -19,6 +19,9 @@ public hosts with no NAT at all. ``natchat serve --midpeer`` runs on ``server``.
    The rule is removed while messages keep flowing; the path must become direct by itself, and every
    message must arrive exactly once, in order.
 
+3. natdemo's "stage 2": ``natchat midpeer`` behind nat2, reachable through a forwarded port (a DNAT
+   rule), relays for a cone <-> symmetric pair.
+
 Exits 1 if anything failed; the network is always torn down. All traffic stays inside the network
 namespaces this script creates.
 """
@@ -264,6 +267,49 @@ def relayed_chats(datagrams: list[Datagram]) -> list[Datagram]:
     return out
 
 
+def run_forwarded(sc: Scenario, net: Any) -> None:
+    """natdemo's "stage 2": the midPeer runs behind a NAT, reachable through a forwarded port, and relays
+    for a pair that has no direct path (cone <-> symmetric)."""
+    t = sc.t
+    nat2 = net["nat2"]
+    inside = NetSpec.private_ip(2, 2)
+    forward = ["PREROUTING", "-i", nat2.wan, "-p", "udp", "--dport", "10082", "-j", "DNAT"]
+    forward += ["--to-destination", f"{inside}:10082"]
+    allow = ["FORWARD", "-i", nat2.wan, "-o", nat2.lan, "-p", "udp", "-d", inside, "--dport", "10082", "-j", "ACCEPT"]
+    public = f"{NetSpec.nat_wan_ip(2)}:10082"
+    with ExitStack() as stack, sc.step("a midPeer behind a NAT, on a forwarded port, relays") as detail:
+        nat2.cmd("iptables", "-t", "nat", "-A", *forward)  # the port forward, as a home router's settings make it
+        stack.callback(lambda: nat2.cmd("iptables", "-t", "nat", "-D", *forward))
+        nat2.cmd("iptables", "-I", *allow)
+        stack.callback(lambda: nat2.cmd("iptables", "-D", *allow))
+        server = natchat(net["server"], t, "serve", "--timeout", "10", name="server")
+        stack.callback(server.stop)
+        midpeer = natchat(net["pri2_2"], t, "midpeer", name="midpeer")
+        stack.callback(midpeer.stop)
+        common = ("--server", SERVER_IP, "--midpeer", public, "--keepalive", str(KEEPALIVE))
+        common += ("--relay-after", str(RELAY_AFTER))
+        a = natchat(net["pri1_2"], t, "join", "fw1", *common, name="fw1")
+        b = natchat(net["pri3_2"], t, "join", "fw2", *common, name="fw2")
+        stack.callback(a.stop)
+        stack.callback(b.stop)
+        for proc in (a, b):
+            proc.expect(r"registered; public address", stream="err")
+        show_list(a, 2)
+        a.type("@chat fw2 through the forwarded port")
+        b.expect(r"^From fw1 \[through the forwarded port\]$", within=15)
+        b.type("@chat fw1 and back")
+        a.expect(r"^From fw2 \[and back\]$", within=15)
+        path, rtt = path_of(a, "fw2")
+        assert path == "relay", f"path is {path}"
+        midpeer.expect(r"^relaying fw1 -> fw2$", within=2)
+        # it saw each client at its NAT's public address (not at nat2's): the forward changes no source
+        seen = {line.split()[1].rsplit(":", 1)[0] for line in midpeer.out if re.fullmatch(r"fw[12] \S+", line)}
+        assert seen == {NetSpec.nat_wan_ip(1), NetSpec.nat_wan_ip(3)}, seen
+        detail.append(
+            f"midPeer on pri2_2 behind nat2, reached as {public}; cone <-> symmetric relayed, rtt {rtt:.1f} ms"
+        )
+
+
 def markdown(cells: list[Cell]) -> str:
     axis = ("no NAT", "cone", "symmetric")
     cell_of = {(kind(c.initiator), kind(c.responder)): c for c in cells if c.expected != "lan"}
@@ -320,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         with seed_network(KINDS, hosts_per_lan=HOSTS_PER_LAN, public_hosts=PUBLIC_HOSTS, wan_input=WAN_INPUT) as net:
             run_grid(sc, net, cells)
             run_upgrade(sc, net)
+            run_forwarded(sc, net)
     except Exception:  # a broken setup must not stop the report (or the cleanup)
         sc.rows.append(Row("setup", False, 0.0, traceback.format_exc(limit=3).strip().splitlines()[-1]))
         traceback.print_exc()

@@ -4,7 +4,8 @@ Runs topologies/midpeer_scenario.py (see its docstring) and holds its JSON repor
 claims: every pair of {no NAT, cone, symmetric} and both same-NAT pairs deliver chat both ways on the
 expected path (cone <-> symmetric and symmetric <-> symmetric relayed, same NAT on the LAN, the rest
 direct); a standalone midPeer relays while a firewall rule blocks the direct path, and once the rule
-is gone the path turns direct by itself with every message delivered exactly once, in order.
+is gone the path turns direct by itself with every message delivered exactly once, in order; and a
+midPeer behind a NAT, reached through a forwarded port (natdemo's "stage 2"), relays too.
 """
 
 from __future__ import annotations
@@ -40,3 +41,4 @@ def test_grid_of_nat_kinds_and_relay_to_direct_upgrade(tmp_path: Path) -> None:
     names = [row["scenario"] for row in results["rows"]]
     assert "standalone midPeer relays while the direct path is blocked" in names
     assert "relay -> direct once the block is lifted, nothing lost or repeated" in names
+    assert "a midPeer behind a NAT, on a forwarded port, relays" in names
