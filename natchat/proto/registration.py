@@ -20,6 +20,11 @@ from . import auth, wire
 from .wire import Addr
 
 
+REGISTER_RETRY_MAX = 2.0
+"""The longest gap between registration retransmissions: a registration takes two round trips (the
+cookie, then the registration), and on a lossy path retrying often is what gets it through."""
+
+
 class RegState(enum.Enum):
     REGISTERING = "registering"
     REGISTERED = "registered"
@@ -185,7 +190,7 @@ class Registration:
 
     def _register(self, now: float) -> None:
         self._send_register(now, first=self._retry_gap == 0.5)
-        self._retry_gap = min(self._retry_gap * 2, max(self.keepalive, 1.0))
+        self._retry_gap = min(self._retry_gap * 2, REGISTER_RETRY_MAX)
 
     def _send_register(self, now: float, *, first: bool = True) -> None:
         proof = None
