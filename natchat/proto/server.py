@@ -28,7 +28,7 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from . import auth, wire
 from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, RelayStarted, ServerEvent
@@ -147,8 +147,8 @@ class RendezvousServer:
         """The list at some version encoded as pages, and where in ``_out`` they were last put."""
         self._pages_reuse = 64
         """How many changes old the encoded pages may be (the rest goes as deltas after them)."""
-        self._fanout: tuple[int, int, bytes, list[Change], str | None] | None = None
-        """The last delta to everyone: where it sits in ``_out``, its datagram, its changes, whom it skipped."""
+        self._fanout: tuple[int, bytearray, list[Change], str | None] | None = None
+        """The last delta to everyone: where it starts in ``_out``, its datagram, its changes, whom it skipped."""
         self._events: deque[ServerEvent] = deque()
         self.dropped = 0
         """Datagrams dropped as malformed or not allowed."""
@@ -404,40 +404,36 @@ class RendezvousServer:
         that has just registered: it gets the whole list instead).
 
         Changes made before the shell takes the datagrams (a burst of registrations, clients expiring
-        together, a shell busy sending) travel together: the delta to everyone still waiting in ``_out``
-        is replaced by one that also carries this change, as long as that fits in a datagram, and moves
-        to the end of ``_out``, after the list a newcomer has just been sent. A client may so get a change
-        it already has (its own registration, or one in its list); clients skip those by version.
+        together, a shell busy sending) travel together, one delta per recipient while they fit in a
+        datagram: the delta still waiting in ``_out`` is rewritten in place (a ``bytearray`` that every
+        recipient's entry shares, so this is O(1), not O(N)), and whoever it does not reach yet is added
+        after it: a client that moved, and the last newcomer, whose list was sent after it (so with the
+        next change, after that list). A client may so get a change it already has (one in its list) or
+        one about itself once gone; clients skip those by version.
         """
         self.version = change.ver
         self._log.append(change)
         if not self.lists:
             return
-        changes = [change]
-        recipients: list[Addr] | None = None
         if self._fanout is not None:
-            start, stop, data, pending, skipped = self._fanout
+            start, data, pending, skipped = self._fanout
             # still waiting? (the shell takes ``_out`` whole; a new one never holds this ``data``)
-            if start < stop <= len(self._out) and self._out[start][0] is data:
-                merged = [*pending, change]
-                if wire.encoded_size(wire.ListDelta(changes=merged)) <= wire.MAX_DATAGRAM:
-                    # The same recipients as before (cheaper than asking the registry): with a newcomer
-                    # and whoever was skipped, or without the one who left.
-                    if skip is not None:
-                        recipients = [addr for _, addr in self._out[start:stop]]
-                        recipients += [self._entries[cid].info.pub for cid in (skipped, skip) if cid is not None]
-                    elif change.gone and (skipped is None or skipped not in self._entries):
-                        recipients = [addr for _, addr in self._out[start:stop] if addr != change.peer.pub]
-                    del self._out[start:stop]
-                    changes, skip = merged, None
-                    if self._pages is not None and self._pages[2] >= stop:  # they moved up
-                        self._pages = (self._pages[0], self._pages[1], self._pages[2] - (stop - start))
-        if recipients is None:  # (someone left or moved: ask the registry)
-            recipients = [entry.info.pub for cid, entry in self._entries.items() if cid != skip]
-        data = wire.encode(wire.ListDelta(changes=changes))
+            if start < len(self._out) and self._out[start][0] is data:
+                merged = wire.ListDelta(changes=[*pending, change])
+                if wire.encoded_size(merged) <= wire.MAX_DATAGRAM:
+                    data[:] = wire.encode(merged)
+                    late = [] if skipped is None else [skipped]  # (after the list it was sent)
+                    if not change.gone and skip is None:  # moved (or rekeyed): its new address
+                        late.append(change.peer.id)
+                    shared = cast(bytes, data)  # (sent as bytes are)
+                    self._out.extend([(shared, self._entries[cid].info.pub) for cid in late if cid in self._entries])
+                    self._fanout = (start, data, merged.changes, skip)  # a newcomer: reached with the next
+                    return
+        data = bytearray(wire.encode(wire.ListDelta(changes=[change])))
         start = len(self._out)
-        self._out.extend([(data, addr) for addr in recipients])
-        self._fanout = (start, len(self._out), data, changes, skip)
+        shared = cast(bytes, data)  # (sent as bytes are)
+        self._out.extend([(shared, entry.info.pub) for cid, entry in self._entries.items() if cid != skip])
+        self._fanout = (start, data, [change], skip)
 
     def _send_changes_since(self, since: int, addr: Addr) -> None:
         if since >= self.version:
