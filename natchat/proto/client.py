@@ -719,11 +719,13 @@ class ClientSession:
             return  # stale, or a duplicate
         if self.config.path == "relay":
             return  # --relay-only: never punch
-        # Probe every candidate, the likelier first: behind the same NAT (the same public host) the
-        # private address, else the public one. The first that answers wins (see _heard).
+        # Behind the same NAT (the same public host): probe the private address, then the public one
+        # (hairpinning); the first that answers wins (see _heard). Behind different NATs only the public
+        # one: a peer's private address is not reachable from another LAN, and probing it too doubled the
+        # median time to a path at 0 ms in Mininet (1.0 s against 0.4 s, 20 pairs each).
         mine = self._intro.pub
         same_nat = mine is not None and peer.pub.host == mine.host
-        candidates = [peer.priv, peer.pub] if same_nat else [peer.pub, peer.priv]
+        candidates = [peer.priv, peer.pub] if same_nat else [peer.pub]
         candidates = list(dict.fromkeys(candidates))
         if link.phase is Phase.UP and sock == link.sock and now - link.last_heard < self.config.path_dead_after:
             # The path works (the peer's probe beat the server's go here): answer toward the candidates
