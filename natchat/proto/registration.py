@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from . import auth, wire
 from .wire import Addr
 
-
 REGISTER_RETRY_MAX = 2.0
 """The longest gap between registration retransmissions: a registration takes two round trips (the
 cookie, then the registration), and on a lossy path retrying often is what gets it through."""
