@@ -31,13 +31,10 @@ the network namespaces this script creates.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import traceback
 from contextlib import ExitStack
-from dataclasses import asdict
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +43,16 @@ sys.path.insert(0, HERE)
 from capture import Capture, Datagram  # noqa: E402
 from hostproc import HostProc, Transcript, natchat  # noqa: E402
 from natnet import seed_network  # noqa: E402
-from seed_scenario import Row, Scenario, print_table, registry_lines, show_list  # noqa: E402
+from seed_scenario import (  # noqa: E402
+    Row,
+    Scenario,
+    is_root,
+    print_table,
+    registry_lines,
+    report,
+    scenario_parser,
+    show_list,
+)
 
 SERVER_IP = "10.0.0.3"
 SERVER_IP6 = "fd00::3"
@@ -160,13 +166,9 @@ def run(sc: Scenario, net: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", action="store_true", help="print the transcript as it happens")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--transcript", metavar="PATH", help="write the whole transcript there")
+    parser = scenario_parser(__doc__)
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: run as root (Mininet needs network namespaces)", file=sys.stderr)
+    if not is_root():
         return 2
     transcript = Transcript(echo=args.demo)
     sc = Scenario(transcript)
@@ -178,13 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"--- last lines of the transcript ---\n{transcript.dump(40)}", file=sys.stderr)
     print_table(sc)
-    if args.transcript:
-        with open(args.transcript, "w") as f:
-            f.write(transcript.dump() + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": [asdict(r) for r in sc.rows]}, f, indent=2)
-    return 0 if sc.rows and all(r.passed for r in sc.rows) else 1
+    return report(sc.rows, transcript, args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ namespaces this script creates.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -45,7 +44,7 @@ sys.path.insert(0, HERE)
 from capture import Datagram, capturing  # noqa: E402
 from hostproc import HostProc, Transcript, natchat  # noqa: E402
 from natnet import NetSpec, seed_network  # noqa: E402
-from seed_scenario import Row, Scenario, print_table, show_list  # noqa: E402
+from seed_scenario import Row, Scenario, is_root, print_table, report, scenario_parser, show_list  # noqa: E402
 
 KINDS = ("cone", "cone", "symmetric", "symmetric")  # nat1 .. nat4
 HOSTS_PER_LAN = (3, 2, 2, 2)
@@ -350,14 +349,10 @@ def describe(c: Cell) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--markdown", metavar="PATH", help="also write the grid as Markdown")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--transcript", metavar="PATH", help="write the whole transcript there")
-    parser.add_argument("--demo", action="store_true", help="print the transcript as it happens")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: run as root (Mininet needs network namespaces)", file=sys.stderr)
+    if not is_root():
         return 2
     transcript = Transcript(echo=args.demo)
     sc = Scenario(transcript)
@@ -376,13 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(grid)
-    if args.transcript:
-        with open(args.transcript, "w") as f:
-            f.write(transcript.dump() + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": [asdict(r) for r in sc.rows], "cells": [asdict(c) for c in cells]}, f, indent=2)
-    return 0 if sc.rows and all(r.passed for r in sc.rows) else 1
+    return report(sc.rows, transcript, args, cells=[asdict(c) for c in cells])
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ networks are always torn down. All traffic stays inside the network namespaces t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -46,7 +45,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,6 +53,7 @@ sys.path.insert(0, HERE)
 
 from hostproc import Expired, HostProc, Transcript, natchat  # noqa: E402
 from natnet import seed_network  # noqa: E402
+from seed_scenario import is_root, report, scenario_parser  # noqa: E402
 
 SERVER_IP = "10.0.0.3"
 KEEPALIVE = 10.0  # natchat join's default
@@ -422,16 +422,12 @@ def print_table(sc: Scenario) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--messages", type=int, default=30, help="chat messages each way under loss (default 30)")
     parser.add_argument("--losses", default="10,30", help="comma-separated loss %% per NAT crossing (default 10,30)")
     parser.add_argument("--skip-loss", action="store_true", help="only the restart, rebinding and leaving scenarios")
-    parser.add_argument("--demo", action="store_true", help="print the transcript as it happens")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--transcript", metavar="PATH", help="write the whole transcript there")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: run as root (Mininet needs network namespaces)", file=sys.stderr)
+    if not is_root():
         return 2
     transcript = Transcript(echo=args.demo)
     sc = Scenario(transcript)
@@ -446,13 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             sc.rows.append(Row("setup", False, 0.0, "", traceback.format_exc(limit=3).strip().splitlines()[-1]))
             traceback.print_exc()
     print_table(sc)
-    if args.transcript:
-        with open(args.transcript, "w") as f:
-            f.write(transcript.dump() + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": [asdict(r) for r in sc.rows], "measured": sc.measured}, f, indent=2)
-    return 0 if sc.rows and all(r.passed for r in sc.rows) else 1
+    return report(sc.rows, transcript, args, measured=sc.measured)
 
 
 if __name__ == "__main__":

@@ -272,16 +272,38 @@ def print_table(sc: Scenario) -> None:
     print(f"\n{len(sc.rows) - failed} passed, {failed} failed")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=20, help="fresh cross-NAT pairs per delay (default 20)")
-    parser.add_argument("--delays", default="0,20", help="comma-separated ms per NAT crossing (default 0,20)")
+def scenario_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every scenario script takes: --demo, --json and --transcript."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true", help="print the transcript as it happens")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--transcript", metavar="PATH", help="write the whole transcript there")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def is_root() -> bool:
     if os.geteuid() != 0:
         print("error: run as root (Mininet needs network namespaces)", file=sys.stderr)
+    return os.geteuid() == 0
+
+
+def report(rows: list[Any], transcript: Transcript, args: argparse.Namespace, **extra: Any) -> int:
+    """Write the transcript and the JSON report (``rows`` and ``extra``) where asked; the exit status."""
+    if args.transcript:
+        with open(args.transcript, "w") as f:
+            f.write(transcript.dump() + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": [asdict(r) for r in rows], **extra}, f, indent=2)
+    return 0 if rows and all(r.passed for r in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = scenario_parser(__doc__)
+    parser.add_argument("--pairs", type=int, default=20, help="fresh cross-NAT pairs per delay (default 20)")
+    parser.add_argument("--delays", default="0,20", help="comma-separated ms per NAT crossing (default 0,20)")
+    args = parser.parse_args(argv)
+    if not is_root():
         return 2
     transcript = Transcript(echo=args.demo)
     sc = Scenario(transcript)
@@ -312,13 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(sc)
     if args.demo:
         print("($: a program started on a host, >: typed, |: printed on stdout, !: on stderr or a signal)")
-    if args.transcript:
-        with open(args.transcript, "w") as f:
-            f.write(transcript.dump() + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": [asdict(r) for r in sc.rows], "punch": [asdict(p) for p in sc.punch]}, f, indent=2)
-    return 0 if sc.rows and all(r.passed for r in sc.rows) else 1
+    return report(sc.rows, transcript, args, punch=[asdict(p) for p in sc.punch])
 
 
 if __name__ == "__main__":
