@@ -478,11 +478,13 @@ class RendezvousServer:
         garbage (one short reply at most, never anything about other clients)."""
         self.dropped += 1
         self._events.append(Dropped(addr, code, reason))
+        known = addr in self._by_addr
+        if not known and code in _SILENT:
+            return  # garbage from a stranger: not a word (and no work)
         # The reason may quote the datagram: printable ASCII only, and short, so the reply always fits.
         said = "".join(c if c.isascii() and c.isprintable() else "?" for c in reason[:200])
         error = wire.encode(wire.Error(code=code, msg=said))
-        known = addr in self._by_addr
-        if known or (code not in _SILENT and len(error) <= 2 * self._in_size):  # a stranger: one short reply
+        if known or len(error) <= 2 * self._in_size:  # a stranger: one short reply at most
             self._out.append((error, addr))
 
 
