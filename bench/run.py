@@ -277,8 +277,8 @@ class Tracked:
     token: str | None = None
     ver: int | None = None
     ver_at: float = 0.0
-    peers: dict[str, bytes] = field(default_factory=dict)  # ID -> the peer as JSON
-    pages: dict[int, list[wire.PeerInfo]] = field(default_factory=dict)
+    peers: dict[str, None] = field(default_factory=dict)  # the list: IDs, in registration order
+    pages: dict[int, list[str]] = field(default_factory=dict)
     pages_key: tuple[int, int] | None = None
     snapshot_ver: int | None = None
     register_sent: float = 0.0
@@ -287,10 +287,6 @@ class Tracked:
     deltas: int = 0
     pages_received: int = 0
     syncs: int = 0
-
-
-def _peer(p: wire.PeerInfo) -> bytes:
-    return msgspec.json.encode(p)
 
 
 class Storm:
@@ -331,26 +327,27 @@ class Storm:
                     c.pages_key, c.pages = (ver, count), {}
                 c.pages[index] = peers
                 if len(c.pages) == count:
-                    c.peers = {p.id: _peer(p) for k in range(count) for p in c.pages[k]}
+                    c.peers = dict.fromkeys(cid for k in range(count) for cid in c.pages[k])
                     c.pages_key, c.pages = None, {}
                     c.ver, c.ver_at = ver, now
                     if c.snapshot_ver is None:
                         c.snapshot_ver = ver
-            case wire.ListDelta(changes=changes):
+            case wire.ListDelta(ver=first, changes=changes):
                 c.deltas += 1
                 if c.ver is None:
                     return
-                for change in changes:
-                    if change.ver <= c.ver:
+                for ver, change in enumerate(changes, start=first):
+                    if ver <= c.ver:
                         continue
-                    if change.ver != c.ver + 1:
+                    if ver != c.ver + 1:
                         self.sync(c, now)
                         break
-                    c.ver, c.ver_at = change.ver, now
-                    if change.gone:
-                        c.peers.pop(change.peer.id, None)
+                    c.ver, c.ver_at = ver, now
+                    peer, gone = wire.parse_change(change)
+                    if gone:
+                        c.peers.pop(peer, None)
                     else:
-                        c.peers[change.peer.id] = _peer(change.peer)
+                        c.peers[peer] = None
             case wire.Alive(ver=ver):
                 if c.ver is not None and ver != c.ver:
                     self.sync(c, now)
@@ -378,7 +375,7 @@ class Storm:
         order = list(range(n))
         sent = 0
         next_check = start + spread + 0.5
-        final: dict[str, bytes] | None = None
+        final: list[str] | None = None
         final_ver = -1
         all_registered_at = None
         converged: dict[int, float] = {}
@@ -425,7 +422,7 @@ class Storm:
                 if stats["registered"] == n:
                     all_registered_at = now
                     final_ver = stats["version"]
-                    final = {p[0]: p[1].encode() for p in self.srv.ask("peers")}
+                    final = [p[0] for p in self.srv.ask("peers")]
                 else:  # some registrations were lost (a full socket buffer): those clients retry
                     have = {p[0] for p in self.srv.ask("peers")}
                     for i in range(n):
@@ -443,7 +440,7 @@ class Storm:
                     break
         epoll.close()
         after = self.srv.ask("stats")
-        agree = sum(1 for i in converged if final is not None and self.clients[i].peers == final)
+        agree = sum(1 for i in converged if final is not None and list(self.clients[i].peers) == final)
         changes_seen = sum(final_ver - (c.snapshot_ver or final_ver) for c in self.clients.values())
         deltas = sum(c.deltas for c in self.clients.values())
         sent_datagrams = after["datagrams"] - before["datagrams"]

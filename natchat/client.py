@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 import trio
 
 from .net import bind_udp, family_of, local_ip_toward, to_addr
-from .proto.client import MAIN, ClientConfig, ClientSession, MessageTooLong, NoPeers, UnknownPeer
+from .proto.client import (
+    MAIN,
+    SHOW_RETRY,
+    SHOW_TRIES,
+    ClientConfig,
+    ClientSession,
+    MessageTooLong,
+    NoPeers,
+    UnknownPeer,
+)
 from .proto.events import (
     ChatReceived,
     ClientEvent,
@@ -25,10 +34,11 @@ from .proto.events import (
     Json,
     Left,
     ListChanged,
+    ListShown,
+    Notice,
     PathReport,
     PathUp,
     Refused,
-    peer_json,
 )
 from .proto.wire import Addr
 from .shell import SocketsShell
@@ -100,6 +110,8 @@ class _Shell:
             session, nursery, bind_host=config.bind_host, local_ip=session.priv.host, after_flush=self.show_events
         )
         self.registered = trio.Event()
+        self.listing: trio.Event | None = None
+        """Set once the ``@show_list`` being answered is shown."""
         self.exit_code = 0
 
     async def flush(self) -> None:
@@ -124,6 +136,18 @@ class _Shell:
         match event:
             case ChatReceived() | ListChanged() | PathReport():
                 self.emit(event.as_dict(), event.line())
+            case ListShown():
+                if self.config.json:
+                    self.emit(event.as_dict(), None)
+                else:
+                    for line in event.lines():
+                        self.out(line)
+                if self.listing is not None:
+                    self.listing.set()
+            case Notice(code="list_unavailable"):
+                self.emit(event.as_dict(), event.line(), to_err=True)
+                if self.listing is not None:
+                    self.listing.set()
             case Left():
                 self.emit(event.as_dict(), None)
                 self.nursery.cancel_scope.cancel()
@@ -147,6 +171,10 @@ class _Shell:
                 break
             if not self.command(line.strip()):
                 break
+            if self.listing is not None:  # @show_list: its lines come before the next command's
+                with trio.move_on_after(SHOW_TRIES * SHOW_RETRY + 1):
+                    await self.listing.wait()
+                self.listing = None
         await self.leave()
 
     def command(self, line: str) -> bool:
@@ -156,12 +184,8 @@ class _Shell:
         if not line:
             return True
         if word == "@show_list" and not rest.strip():
-            peers = self.session.peers()
-            if self.config.json:
-                self.emit({"event": "show_list", "peers": [peer_json(p) for p in peers]}, None)
-            else:
-                for info in peers:
-                    self.out(f"{info.id} {info.pub}")
+            self.listing = trio.Event()  # set when the answer is shown (the addresses are looked up)
+            self.send(lambda: self.session.show_list(now), None)
         elif word == "@exit" and not rest.strip():
             return False
         elif word == "@help" and not rest.strip():

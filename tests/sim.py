@@ -189,11 +189,13 @@ class Sim:
             self.settle()
         self.now = end
 
-    def lists(self) -> dict[str, list[tuple[str, str]]]:
-        return {cid: [(p.id, str(p.pub)) for p in n.session.peers()] for cid, n in self.nodes.items()}
+    def lists(self) -> dict[str, list[str]]:
+        """Each client's list (IDs, in registration order)."""
+        return {cid: n.session.peers() for cid, n in self.nodes.items()}
 
-    def registry(self) -> list[tuple[str, str]]:
-        return [(p.id, str(p.pub)) for p in self.server.peers()]
+    def registry(self) -> list[str]:
+        """The server's list, as its clients should have it."""
+        return [p.id for p in self.server.peers()]
 
     def server_lines(self) -> list[str]:
         from natchat.proto.events import Dropped

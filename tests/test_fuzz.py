@@ -86,7 +86,7 @@ keys = st.sampled_from([bytes(32), bytes(range(32))]) | st.binary(min_size=32, m
 nonces = st.binary(min_size=12, max_size=12)
 tags = st.binary(min_size=16, max_size=16)
 peer_infos = st.builds(PeerInfo, ids, addrs, addrs, keys)
-changes = st.builds(wire.Change, counters, st.booleans(), peer_infos)
+changes = st.builds(wire.change, ids, gone=st.booleans())
 texts = st.text(min_size=1, max_size=40)
 
 to_server = st.one_of(
@@ -94,15 +94,24 @@ to_server = st.one_of(
     st.builds(wire.KeepAlive, id=ids, token=tokens_, ver=counters, rtt=seconds),
     st.builds(wire.Deregister, id=ids, token=tokens_),
     st.builds(wire.Sync, id=ids, token=tokens_, since=counters),
+    st.builds(wire.Lookup, id=ids, token=tokens_, q=counters, peers=st.none() | st.lists(ids, min_size=1, max_size=16)),
     st.builds(wire.PunchRequest, id=ids, token=tokens_, peer=ids, attempt=attempts, priv=addrs, rtt=seconds),
 )
 from_server = st.one_of(
     st.builds(wire.Registered, id=ids, token=tokens_, pub=addrs, timeout=st.floats(0.01, 86400), now=clocks),
     st.builds(wire.Alive, ver=counters, pub=addrs, now=clocks),
     st.builds(wire.Bye, id=ids),
-    st.builds(wire.ListDelta, changes=st.lists(changes, max_size=4)),
+    st.builds(wire.ListDelta, ver=counters, changes=st.lists(changes, min_size=1, max_size=4)),
     st.builds(
         wire.ListPage,
+        ver=counters,
+        index=st.integers(0, 3) | st.integers(0, 100_000),
+        count=st.integers(1, 3) | st.integers(1, 100_000),
+        peers=st.lists(ids, max_size=4),
+    ),
+    st.builds(
+        wire.Details,
+        q=counters,
         ver=counters,
         index=st.integers(0, 3) | st.integers(0, 100_000),
         count=st.integers(1, 3) | st.integers(1, 100_000),
@@ -507,10 +516,13 @@ def registered_client(rng_seed: int = 1) -> tuple[ClientSession, float]:
     client.start(now)
     reply = wire.Registered(id="alice", token=KNOWN_TOKEN, pub=me[0], timeout=30.0, now=now)
     client.receive_datagram(wire.encode(reply), MAIN, SERVER, now)
-    peers = [PeerInfo(cid, pub, priv, bytes(range(32))) for cid, (pub, priv) in REAL.items()]
-    client.receive_datagram(wire.encode(wire.ListPage(ver=3, index=0, count=1, peers=peers)), MAIN, SERVER, now)
+    page = wire.ListPage(ver=3, index=0, count=1, peers=list(REAL))
+    client.receive_datagram(wire.encode(page), MAIN, SERVER, now)
+    details = [PeerInfo(cid, pub, priv, bytes(range(32))) for cid, (pub, priv) in REAL.items()]
+    client.receive_datagram(wire.encode(wire.Details(q=0, ver=3, index=0, count=1, peers=details)), MAIN, SERVER, now)
     client.actions()
-    assert client.state is State.REGISTERED and [p.id for p in client.peers()] == list(REAL)
+    assert client.state is State.REGISTERED and client.peers() == list(REAL)
+    assert all(client.details(cid) is not None for cid in REAL)
     return client, now
 
 
@@ -538,10 +550,11 @@ def test_client_session_survives_garbage_and_only_the_server_changes_its_list(
         if (timer := client.get_timer()) is not None and timer <= now:
             client.handle_timer(now)
         serve(client, now)
-        before = (client.peers(), client.state, client.token)
+        before = (client.peers(), [client.details(p) for p in REAL], client.state, client.token)
         client.receive_datagram(data, sock, source, now)
-        if source != SERVER:
-            assert (client.peers(), client.state, client.token) == before, f"{data!r} from {source} changed it"
+        if source != SERVER:  # nor the peers' addresses and keys
+            after = (client.peers(), [client.details(p) for p in REAL], client.state, client.token)
+            assert after == before, f"{data!r} from {source} changed it"
         serve(client, now)
 
 
@@ -578,7 +591,7 @@ def test_error_reply_quoting_a_datagram_stays_under_the_limit() -> None:
     server = RendezvousServer()
     pub, priv = REAL["alice"]
     register(server, "alice", pub, priv, 0.0)
-    server.receive_datagram(b'{"v":1,"t":"' + b"\\u0001" * 190 + b'"}', pub, 1.0)
+    server.receive_datagram(b'{"v":2,"t":"' + b"\\u0001" * 190 + b'"}', pub, 1.0)
     assert "alice" in [p.id for p in server.peers()]
     (reply,) = [data for data, dst in server.datagrams_to_send() if dst == pub]
     assert len(reply) <= 400 and isinstance(wire.decode(reply), wire.Error)
@@ -589,9 +602,8 @@ def test_list_page_index_beyond_count_is_dropped() -> None:
     and ``KeyError`` escaped ``receive_datagram`` (the client process died). Needs the server's source
     address (a spoofed datagram, or a faulty server). Now the impossible page is dropped."""
     client, now = registered_client()
-    peer = PeerInfo("bob", *REAL["bob"], bytes(range(32)))
     for index in (0, 5):
-        page = wire.ListPage(ver=4, index=index, count=2, peers=[peer])
+        page = wire.ListPage(ver=4, index=index, count=2, peers=["bob"])
         client.receive_datagram(wire.encode(page), MAIN, SERVER, now)
     assert client.state is State.REGISTERED
-    assert [p.id for p in client.peers()] != ["bob"]  # the snapshot is incomplete: not taken
+    assert client.peers() != ["bob"]  # the snapshot is incomplete: not taken

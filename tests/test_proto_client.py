@@ -6,7 +6,17 @@ import itertools
 
 from natchat.proto import wire
 from natchat.proto.client import MAIN, ClientConfig, NoPeers, Send, State, UnknownPeer
-from natchat.proto.events import ChatReceived, DeliveryFailed, Joined, Left, ListChanged, Refused, ServerLost
+from natchat.proto.events import (
+    ChatReceived,
+    DeliveryFailed,
+    Joined,
+    Left,
+    ListChanged,
+    ListShown,
+    Notice,
+    Refused,
+    ServerLost,
+)
 from natchat.proto.wire import Addr
 
 from .sim import SERVER, Sim
@@ -29,9 +39,9 @@ def test_five_clients_register_and_every_list_equals_the_registry() -> None:
     five(sim)
     sim.run(1)
     registry = sim.registry()
-    assert [cid for cid, _ in registry] == ["client1", "client2", "client3", "client4", "client5"]
+    assert registry == ["client1", "client2", "client3", "client4", "client5"]
     assert all(lst == registry for lst in sim.lists().values())
-    assert sim.server_lines() == [f"{cid} {pub}" for cid, pub in registry]
+    assert sim.server_lines() == [f"{p.id} {p.pub}" for p in sim.server.peers()]
     assert all(isinstance(n.events[0], Joined) for n in sim.nodes.values())
 
 
@@ -56,7 +66,7 @@ def test_keepalives_keep_clients_registered_and_silence_makes_them_disappear() -
     sim.run(19.9)  # its last keepalive was at most 10 s before the silence began: not yet 30 s ago
     assert len(sim.registry()) == 5
     sim.run(10.2)  # and at least 0 s before: more than 30 s ago now
-    assert [cid for cid, _ in sim.registry()] == ["client1", "client2", "client3", "client4"]
+    assert sim.registry() == ["client1", "client2", "client3", "client4"]
     assert sim.server_lines()[-1].startswith("client5 is disappeared ")
     for cid in ("client1", "client2", "client3", "client4"):
         assert sim.lists()[cid] == sim.registry()
@@ -138,7 +148,7 @@ def test_silent_server_is_noticed() -> None:
     sim.restart_server()
     sim.run(12)
     assert node.session.state is State.REGISTERED
-    assert sim.registry() == [("a", str(node.public(MAIN)))]
+    assert [(p.id, p.pub) for p in sim.server.peers()] == [("a", node.public(MAIN))]
 
 
 def test_chat_ring_is_delivered_directly_never_through_the_server() -> None:
@@ -302,15 +312,22 @@ def test_sessions_never_send_oversize_datagrams() -> None:
 def test_rebinding_reaches_the_peers() -> None:
     sim = Sim()
     a = sim.add("a", "10.0.0.1")
-    sim.add("b", "10.0.0.2")
+    b = sim.add("b", "10.0.0.2")
     sim.run(1)
     # the NAT gives a's socket a new public port
     old = a.sockets[MAIN]
     a.sockets[MAIN] = Addr(old.host, old.port + 5000)
     sim.run(11)
-    assert sim.registry()[0] == ("a", f"10.0.0.1:{old.port + 5000}")
+    moved = Addr("10.0.0.1", old.port + 5000)
+    assert sim.server.peers()[0].pub == moved
     assert sim.lists()["b"] == sim.registry()
-    assert a.session.pub == Addr("10.0.0.1", old.port + 5000)
+    assert [e.joined for e in b.events if isinstance(e, ListChanged)][-1] == ("a",)  # a changed
+    assert a.session.pub == moved
+    b.session.chat("a", "found you", sim.now)  # b looks a up: its new address
+    sim.run(1)
+    assert chats(a) == ["From b [found you]"]
+    details = b.session.details("a")
+    assert details is not None and details.pub == moved
 
 
 def test_receiver_that_lost_its_state_resumes_at_the_senders_base() -> None:
@@ -327,10 +344,10 @@ def test_receiver_that_lost_its_state_resumes_at_the_senders_base() -> None:
     sim.drop = lambda src, dst, data: a_addr in (src, dst)  # a is paused (SIGSTOP)
     sim.restart_server()
     sim.run(4)
-    assert sim.lists()["b"] == [("b", str(b.public(MAIN)))]  # b forgot a, and its stream
+    assert sim.lists()["b"] == ["b"]  # b forgot a, and its stream
     sim.drop = lambda *_: False
     sim.run(4)
-    assert [cid for cid, _ in sim.lists()["b"]] == ["b", "a"]
+    assert sim.lists()["b"] == ["b", "a"]
     a.session.chat("b", "after", sim.now)
     a.session.chat("b", "and more", sim.now)
     sim.run(3)
@@ -400,12 +417,47 @@ def test_list_changes_are_events_with_who_joined_and_left() -> None:
     b.session.close(sim.now)
     sim.run(1)
     changes = [e for e in a.events if isinstance(e, ListChanged)]
-    assert [(c.joined, c.left, [p.id for p in c.peers]) for c in changes] == [
-        (("a",), (), ["a"]),
-        (("b",), (), ["a", "b"]),
-        ((), ("b",), ["a"]),
-    ]
-    assert changes[1].as_dict()["peers"] == [
-        {"id": "a", "public": str(a.public(MAIN)), "private": str(a.sockets[MAIN])},
-        {"id": "b", "public": str(b.public(MAIN)), "private": str(b.sockets[MAIN])},
+    assert [(c.joined, c.left, c.count) for c in changes] == [(("a",), (), 1), (("b",), (), 2), ((), ("b",), 1)]
+    assert changes[1].as_dict() == {"event": "list", "joined": ["b"], "left": [], "count": 2}
+
+
+def test_show_list_looks_up_everyones_addresses() -> None:
+    sim = Sim()
+    a = sim.add("a")
+    b = sim.add("b", "10.0.0.2")
+    sim.run(1)
+    assert a.session.details("b") is None  # the list holds IDs: nobody's addresses until needed
+    a.session.show_list(sim.now)
+    sim.run(0.1)
+    shown = [e for e in a.events if isinstance(e, ListShown)]
+    assert [e.lines() for e in shown] == [[f"a {a.public(MAIN)}", f"b {b.public(MAIN)}"]]
+    assert shown[0].as_dict()["peers"][1] == {"id": "b", "public": str(b.public(MAIN)), "private": str(b.sockets[MAIN])}
+    # again within the second the server allows: the same answer, without asking
+    lookups = len([d for _, dst, d in sim.sent if dst == SERVER and b'"lookup"' in d])
+    a.session.show_list(sim.now)
+    sim.run(0.1)
+    assert len([e for e in a.events if isinstance(e, ListShown)]) == 2
+    assert len([d for _, dst, d in sim.sent if dst == SERVER and b'"lookup"' in d]) == lookups
+    # the list changed: the answer waits out the second, then shows the newcomer
+    c = sim.add("c", "10.0.0.4")
+    sim.run(0.2)
+    a.session.show_list(sim.now)
+    sim.run(0.2)
+    assert len([e for e in a.events if isinstance(e, ListShown)]) == 2
+    sim.run(1)
+    last = [e for e in a.events if isinstance(e, ListShown)][-1]
+    assert last.lines()[-1] == f"c {c.public(MAIN)}"
+    assert not [e for e in a.events if isinstance(e, Notice)]
+
+
+def test_show_list_says_when_the_server_does_not_answer() -> None:
+    sim = Sim()
+    a = sim.add("a")
+    sim.run(1)
+    sim.drop = lambda src, dst, data: b'"lookup"' in data
+    a.session.show_list(sim.now)
+    sim.run(5)
+    assert not [e for e in a.events if isinstance(e, ListShown)]
+    assert [(e.code, e.message) for e in a.events if isinstance(e, Notice)] == [
+        ("list_unavailable", "the server did not send the list (asked 3 times)")
     ]

@@ -147,7 +147,7 @@ def test_a_registered_mallory_cannot_speak_for_another_peer() -> None:
     assert stream is not None
     # mallory has a key and a place in the list, and seals properly, but with its own key
     keys = mallory.session._keyring.keys
-    b_public = next(p.key for p in mallory.session.peers() if p.id == "b")
+    b_public = next(p.key for p in sim.server.peers() if p.id == "b")  # anyone registered may look it up
     for ids in (("mallory", "b"), ("a", "b")):  # under its own name, or under a's
         key = seal.pair_key(keys.private, b_public, *ids)
         forged = wire.Chat(src="a", dst="b", stream=stream, base=2, seq=2, group=False, n=b"", box=b"")
@@ -177,10 +177,12 @@ def test_a_peer_back_with_a_new_key_is_heard_and_the_old_key_no_longer_opens() -
     again = sim.add("a", "10.0.0.1")  # a new session: a new key pair
     sim.run(1)
     assert again.session._keyring.public != a.session._keyring.public
-    assert [p.key for p in b.session.peers() if p.id == "a"] == [again.session._keyring.public]
+    assert b.session.details("a") is None  # a left: b forgot its key
     again.session.chat("b", "second", sim.now)
     sim.run(1)
     assert chats(b) == ["From a [first]", "From a [second]"]
+    details = b.session.details("a")  # looked up again: the new session's key
+    assert details is not None and details.key == again.session._keyring.public
     b.session.receive_datagram(old_chat, MAIN, again.public(MAIN), sim.now)  # sealed under the old session
     assert b.session.rejected == 1
 
@@ -199,11 +201,13 @@ def test_a_session_keeps_its_key_at_the_server() -> None:
     ]
     assert [p.key for p in sim.server.peers() if p.id == "a"] == [a.session._keyring.public]
     assert not [m for m, _ in replies if isinstance(m, wire.Registered | wire.ListDelta)]
-    # the list every client holds names each session's own key
-    for node in (a, b):
-        assert {p.id: p.key for p in node.session.peers()} == {
-            n.session.id: n.session._keyring.public for n in sim.nodes.values()
-        }
+    # what every client looked up names each session's own key
+    a.session.chat("b", "hello", sim.now)
+    sim.run(1)
+    keys = {n.session.id: n.session._keyring.public for n in sim.nodes.values()}
+    for node, peer in ((a, "b"), (b, "a")):
+        details = node.session.details(peer)
+        assert details is not None and details.key == keys[peer]
 
 
 def test_the_longest_text_fits_in_one_datagram_even_relayed() -> None:

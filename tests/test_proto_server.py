@@ -55,7 +55,7 @@ def test_registration_reply_and_line() -> None:
     assert isinstance(reg, wire.Registered) and dst == A
     assert reg.pub == A and len(reg.token) == 32 and reg.timeout == 30.0
     page = replies[1][0]
-    assert isinstance(page, wire.ListPage) and page.peers == [PeerInfo("client1", A, PRIV, PUB)]
+    assert isinstance(page, wire.ListPage) and page.peers == ["client1"]  # IDs: details are looked up
     assert [e.line() for e in events(srv)] == ["client1 10.0.0.1:53002"]
 
 
@@ -64,7 +64,7 @@ def test_new_client_is_announced_to_everyone_else() -> None:
     register(srv, "client1", A)
     replies = feed(srv, registration("client2", B, 1.0), B, 1.0)
     to_a = [m for m, dst in replies if dst == A]
-    assert to_a == [wire.ListDelta(changes=[wire.Change(2, False, PeerInfo("client2", B, PRIV, PUB))])]
+    assert to_a == [wire.ListDelta(ver=2, changes=["+client2"])]
     assert [p.id for p in srv.peers()] == ["client1", "client2"]
 
 
@@ -109,7 +109,7 @@ def test_deregistration_needs_the_token() -> None:
     assert [e.line() for e in events(srv) if isinstance(e, Deregistered)] == ["client2 is deregistered 10.0.0.1:53003"]
     assert [p.id for p in srv.peers()] == ["client1"]
     gone = [m for m, dst in replies if dst == A]
-    assert gone == [wire.ListDelta(changes=[wire.Change(3, True, PeerInfo("client2", B, PRIV, PUB))])]
+    assert gone == [wire.ListDelta(ver=3, changes=["-client2"])]
 
 
 def test_live_id_cannot_be_taken() -> None:
@@ -185,14 +185,14 @@ def test_a_client_that_missed_changes_gets_exactly_the_rest() -> None:
         register(srv, f"c{i}", Addr("10.0.0.9", 1000 + i))
     srv.datagrams_to_send()
     replies = feed(srv, wire.Sync(id="c0", token=token, since=3), A, 1.0)
-    changes = [c.ver for m, _ in replies if isinstance(m, wire.ListDelta) for c in m.changes]
-    assert changes == [4, 5, 6]
+    changes = [(m.ver + i, c) for m, _ in replies if isinstance(m, wire.ListDelta) for i, c in enumerate(m.changes)]
+    assert changes == [(4, "+c3"), (5, "+c4"), (6, "+c5")]
     assert feed(srv, wire.Sync(id="c0", token=token, since=6), A, 1.0) == []
 
 
 def test_snapshot_is_paged_under_the_datagram_limit() -> None:
     srv = server()
-    for i in range(300):
+    for i in range(400):
         register(srv, f"client-with-a-long-name-{i:04d}", Addr("2001:db8::1234:5678", 10000 + i))
     srv.datagrams_to_send()
     srv.receive_datagram(wire.encode(registration("late", A, 1.0)), A, 1.0)
@@ -202,7 +202,7 @@ def test_snapshot_is_paged_under_the_datagram_limit() -> None:
     assert len(pages) > 10
     assert all(len(d) <= wire.MAX_DATAGRAM for d, _ in datagrams)
     assert {p.count for p in pages} == {len(pages)}
-    assert [p.id for page in pages for p in page.peers] == [p.id for p in srv.peers()]
+    assert [cid for page in pages for cid in page.peers] == [p.id for p in srv.peers()]
 
 
 def test_punch_from_registered_sockets_tells_both_at_once() -> None:
@@ -262,3 +262,35 @@ def test_capacity_refuses_registration_beyond_max_clients() -> None:
     feed(srv, wire.Deregister(id="a", token=ta), A, 3.0)
     assert register(srv, "c", C, 4.0)  # room again
     assert [p.id for p in srv.peers()] == ["b", "c"]
+
+
+def test_lookup_gives_the_details_of_whom_was_asked_and_everyone_once_a_second() -> None:
+    srv = server()
+    ta = register(srv, "a", A)
+    register(srv, "b", B)
+    srv.datagrams_to_send()
+    replies = feed(srv, wire.Lookup(id="a", token=ta, q=0, peers=["b", "nobody", "b"]), A, 1.0)
+    assert replies == [(wire.Details(q=0, ver=2, index=0, count=1, peers=[PeerInfo("b", B, PRIV, PUB)]), A)]
+    everyone = feed(srv, wire.Lookup(id="a", token=ta, q=7, peers=None), A, 1.0)
+    assert [m.peers for m, _ in everyone if isinstance(m, wire.Details)] == [
+        [PeerInfo("a", A, PRIV, PUB), PeerInfo("b", B, PRIV, PUB)]
+    ]
+    again = feed(srv, wire.Lookup(id="a", token=ta, q=8, peers=None), A, 1.5)
+    assert [m.code for m, _ in again if isinstance(m, wire.Error)] == ["too_often"]
+    assert isinstance(feed(srv, wire.Lookup(id="a", token=ta, q=9, peers=None), A, 2.0)[0][0], wire.Details)
+    forged = feed(srv, wire.Lookup(id="a", token="f" * 32, q=0, peers=["b"]), A, 3.0)
+    assert [m for m, _ in forged] == [wire.Error(code="bad_token", msg="wrong session token for a")]
+
+
+def test_everyones_details_are_paged_under_the_datagram_limit() -> None:
+    srv = server()
+    token = register(srv, "c0", A)
+    for i in range(1, 40):
+        register(srv, f"client-with-a-long-name-{i:04d}", Addr("2001:db8::1234:5678", 10000 + i))
+    srv.datagrams_to_send()
+    srv.receive_datagram(wire.encode(wire.Lookup(id="c0", token=token, q=5, peers=None)), A, 1.0)
+    datagrams = srv.datagrams_to_send()
+    pages = [wire.decode(d) for d, _ in datagrams]
+    assert len(pages) > 3 and all(len(d) <= wire.MAX_DATAGRAM for d, _ in datagrams)
+    assert all(isinstance(p, wire.Details) and p.count == len(pages) and p.q == 5 for p in pages)
+    assert [p.id for page in pages if isinstance(page, wire.Details) for p in page.peers] == [p.id for p in srv.peers()]

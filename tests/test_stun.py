@@ -169,7 +169,7 @@ def test_malformed_and_non_requests_are_silently_ignored(data: bytes) -> None:
 
 def test_stun_is_told_from_natchat_json() -> None:
     assert stun.is_stun(stun.binding_request(b"a" * 12))
-    assert not stun.is_stun(b'{"t":"register","v":1,"id":"a","priv":["1.2.3.4",5]}')
+    assert not stun.is_stun(b'{"t":"register","v":2,"id":"a","priv":["1.2.3.4",5]}')
     assert not stun.is_stun(b"\x00\x01\x00\x00" + b"\x21\x12\xa4\x43" + bytes(12))  # wrong cookie
     assert not stun.is_stun(b"\x40\x01\x00\x00" + b"\x21\x12\xa4\x42" + bytes(12))  # first bits not zero
     assert not stun.is_stun(b"\x00\x01\x00\x00\x21\x12\xa4\x42")  # shorter than a header

@@ -21,6 +21,12 @@ the next one from a fresh socket while there is something to deliver; a path tha
 goes back to punching. Messages are numbered per stream, retransmitted with backoff, acknowledged,
 deduplicated and shown in order; one that is not acknowledged within ``deliver_within`` fails (with
 everything queued behind it, so order holds) and the stream starts afresh.
+
+The list holds IDs only. A peer's details (addresses and the public key that seals what goes to and
+comes from it) are looked up from the server when the session first needs them (:class:`~natchat.proto.wire.Lookup`,
+batched in :meth:`ClientSession.actions`), or come with the server's ``punch_go``; keys are only ever
+taken from the server the session registered with, never from a midPeer (which relays: it must not
+be able to read). ``@show_list`` looks up everyone (:meth:`ClientSession.show_list`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from .events import (
     Joined,
     Left,
     ListChanged,
+    ListShown,
     Notice,
     PathChanged,
     PathReport,
@@ -52,10 +59,24 @@ from .events import (
     ServerLost,
 )
 from .registration import RegConfig, Registration, RegState
+from .server import SHOW_EVERY
 from .wire import Addr, PeerInfo
 
 MAIN = 0
 """Socket number of the socket registered with the server."""
+
+LOOKUP_BATCH = 16
+"""Peers per ``lookup`` datagram (the wire's limit)."""
+LOOKUP_RETRY = 1.0
+"""Seconds before a lookup without an answer is asked again ..."""
+LOOKUP_FOR = 10.0
+"""... for this long (a later need asks afresh)."""
+HELD_MAX = 8
+"""Datagrams kept per peer while its key is looked up (handled when it arrives)."""
+SHOW_TRIES = 3
+SHOW_RETRY = 1.5
+"""``@show_list`` asks the server this many times, this many seconds apart (the server answers one
+client's ``@show_list`` at most once a second), before it says the list is unavailable."""
 
 WARN_EVERY = 60.0
 """Seconds between two warnings about datagrams not sealed with the key of the peer they claim to be from."""
@@ -176,6 +197,17 @@ class _Link:
     rx_ended: deque[int] = field(default_factory=lambda: deque(maxlen=RETIRED_STREAMS))  # streams replaced
 
 
+@dataclass(slots=True)
+class _Show:
+    """An ``@show_list`` in progress: the server's pages of everyone's details for lookup ``q``."""
+
+    q: int
+    send_at: float  # when to (re)send the lookup
+    tries: int = 0
+    count: int | None = None
+    pages: dict[int, list[PeerInfo]] = field(default_factory=dict)
+
+
 class ClientSession:
     def __init__(
         self,
@@ -206,12 +238,21 @@ class ClientSession:
             self._mid = Registration(client_id, midpeer, priv, reg_config, self._sender(midpeer), key=key)
         self._retry_at = 0.0
         self._leave_by = 0.0
-        # the peer list: a mirror of the server's registry at version ``_ver`` (None: not yet known)
-        self._peers: dict[str, PeerInfo] = {}
+        # the peer list: a mirror of the server's registry at version ``_ver`` (None: not yet known),
+        # each ID with the version of the last change about it
+        self._peers: dict[str, int] = {}
         self._ver: int | None = None
-        self._pages: dict[int, list[PeerInfo]] = {}
+        self._pages: dict[int, list[str]] = {}
         self._pages_key: tuple[int, int] | None = None  # (version, page count)
         self._sync_at: float | None = None
+        # peers' details, looked up from the server (or from its punch_go) when needed
+        self._details: dict[str, PeerInfo] = {}
+        self._wanted: dict[str, float] = {}  # to look up with the next actions(): when first needed
+        self._asked: dict[str, float] = {}  # looked up, no answer yet: when first asked
+        self._asked_at = float("inf")  # when the lookups in _asked are due to be asked again
+        self._held: dict[str, deque[Callable[[float], None]]] = {}  # datagrams from peers whose key is asked
+        self._show: _Show | None = None
+        self._shown: tuple[int, tuple[PeerInfo, ...], float] | None = None  # (version, list, when) last shown
         self._links: dict[str, _Link] = {}
         self._sock_owner: dict[int, str] = {}
         self._sock_local: dict[int, Addr] = {MAIN: priv}
@@ -227,15 +268,20 @@ class ClientSession:
     # --- what the shell reads ---------------------------------------------------------------------
 
     def actions(self) -> list[Action]:
+        self._flush_lookups()
         out, self._actions = self._actions, []
         return out
 
     def next_event(self) -> ClientEvent | None:
         return self._events.popleft() if self._events else None
 
-    def peers(self) -> list[PeerInfo]:
-        """The peer list, in registration order, this client included."""
-        return list(self._peers.values())
+    def peers(self) -> list[str]:
+        """The peer list (IDs), in registration order, this client included."""
+        return list(self._peers)
+
+    def details(self, peer: str) -> PeerInfo | None:
+        """``peer``'s addresses and key, if this session has looked them up."""
+        return self._details.get(peer)
 
     def path(self, peer: str) -> tuple[str, Addr | None]:
         """The phase of the direct path to ``peer`` and the address it goes to."""
@@ -248,7 +294,7 @@ class ClientSession:
         if link is None:
             return "none"
         if link.phase is Phase.UP:
-            info = self._peers.get(peer)
+            info = self._details.get(peer)
             return "lan" if info is not None and link.addr == info.priv != info.pub else "direct"
         return "relay" if link.relayed else "none"
 
@@ -293,6 +339,9 @@ class ClientSession:
             timers.append(self._mid.get_timer())
         if self._sync_at is not None:
             timers.append(self._sync_at)
+        timers.append(self._asked_at)
+        if self._show is not None:
+            timers.append(self._show.send_at)
         for link in self._links.values():
             timers.extend(self._link_timers(link))
         return min(timers)
@@ -350,6 +399,7 @@ class ClientSession:
         if peer not in self._peers or peer == self.id:
             raise UnknownPeer(peer)
         self._check_size(text)
+        self._need(peer, now)
         link = self._link(peer)
         seq = link.next_seq
         link.next_seq += 1
@@ -405,6 +455,39 @@ class ClientSession:
             relay = wire.Relay(id=self.id, token="0" * 32, dst="x" * 32, data=msgspec.Raw(b"0" * size))
             size = wire.encoded_size(relay)
         return size
+
+    def show_list(self, now: float) -> None:
+        """``@show_list``: look up everyone's details (the list holds IDs only); a
+        :class:`~natchat.proto.events.ListShown` follows, or a ``list_unavailable`` notice. The server
+        answers this at most once a second per client: within a second of the last one, the same answer
+        is shown again if the list has not changed since, else the lookup waits out the second."""
+        if self.state is not State.REGISTERED:
+            self._events.append(Notice("list_unavailable", "not registered with the server: the list is unavailable"))
+            return
+        if self._show is not None:
+            return  # one is on its way: its answer is shown
+        shown = self._shown
+        if shown is not None and now < shown[2] + SHOW_EVERY:
+            if shown[0] == self._ver:
+                self._events.append(ListShown(shown[1]))
+                return
+            self._show = _Show(q=0, send_at=shown[2] + SHOW_EVERY)
+            return
+        self._show = _Show(q=0, send_at=now)
+        self._send_show(now)
+
+    def _send_show(self, now: float) -> None:
+        show = self._show
+        assert show is not None
+        if show.tries >= SHOW_TRIES or self.token is None or self.state is not State.REGISTERED:
+            self._show = None
+            tried = f"asked {show.tries} times" if show.tries else "not registered"
+            self._events.append(Notice("list_unavailable", f"the server did not send the list ({tried})"))
+            return
+        show.tries += 1
+        show.q, show.count, show.pages = self._rng.randrange(1, 2**53), None, {}
+        show.send_at = now + SHOW_RETRY
+        self._send(MAIN, wire.Lookup(id=self.id, token=self.token, q=show.q, peers=None), self.server)
 
     def measure_path(self, peer: str, now: float) -> None:
         """``@path``: measure the round trip to ``peer`` over its current path; a
@@ -485,6 +568,10 @@ class ClientSession:
                 self._events.append(Notice("midpeer_lost", f"midPeer {self._mid.server}: {outcome}; registering again"))
         if self._sync_at is not None and now >= self._sync_at:
             self._request_sync(now)
+        if now >= self._asked_at:
+            self._ask_again(now)
+        if self._show is not None and now >= self._show.send_at:
+            self._send_show(now)
         for link in list(self._links.values()):
             self._link_timer(link, now)
 
@@ -519,8 +606,12 @@ class ClientSession:
                 self._events.append(Left(acknowledged=True))
             case wire.ListPage():
                 self._on_page(msg, now)
-            case wire.ListDelta(changes=changes):
-                self._on_delta(changes, now)
+            case wire.ListDelta():
+                self._on_delta(msg, now)
+            case wire.Details():
+                self._on_details(msg, now)
+            case wire.Error(code="too_often") if self._show is not None:
+                self._show.send_at = now + SHOW_RETRY
             case wire.Error(code=code, msg=text) if code in REFUSALS:
                 if self.state is State.REGISTERING:
                     self.state = State.DONE
@@ -565,8 +656,14 @@ class ClientSession:
         """What the introducer (the server, or the midPeer) sends about peers."""
         match msg:
             case wire.PunchGo(peer=peer, attempt=attempt, at=at) if peer.id in self._peers:
+                if self._intro is self._home:
+                    self._details[peer.id] = peer  # from the server: as good as a lookup
+                    self._asked.pop(peer.id, None)
+                else:
+                    self._need(peer.id, now)  # keys come from the server only, never from a midPeer
                 self._on_go(peer, attempt, sock, self._intro.local_time(at, now), now)
             case wire.PunchInvite(peer=peer, attempt=attempt) if peer in self._peers:
+                self._need(peer, now)
                 self._on_invite(peer, attempt, now)
             case wire.Relayed(src=src, data=data) if src in self._peers and self.config.path != "direct":
                 self._from_relay(src, data, now)
@@ -614,47 +711,139 @@ class ClientSession:
             self._pages_key, self._pages = key, {}
         self._pages[page.index] = page.peers
         if len(self._pages) == page.count:
-            peers = [p for i in range(page.count) for p in self._pages[i]]
+            ids = [cid for i in range(page.count) for cid in self._pages[i]]
             self._pages_key, self._pages = None, {}
-            self._set_list({p.id: p for p in peers}, page.ver, now)
+            self._set_list(dict.fromkeys(ids, page.ver), page.ver, now)
 
-    def _on_delta(self, changes: list[wire.Change], now: float) -> None:
+    def _on_delta(self, delta: wire.ListDelta, now: float) -> None:
+        """Apply the changes that follow our version, in place; a gap asks for the rest."""
         if self._ver is None:
             self._request_sync(now)
             return
-        peers = dict(self._peers)
         ver = self._ver
+        joined: list[str] = []
+        left: list[str] = []
         gap = False
-        for change in changes:
-            if change.ver <= ver:
-                continue
-            if change.ver != ver + 1:
+        for ver_of, change in enumerate(delta.changes, start=delta.ver):
+            if ver_of <= ver:
+                continue  # had it already
+            if ver_of != ver + 1:
                 gap = True
                 break
-            ver = change.ver
-            if change.gone:
-                peers.pop(change.peer.id, None)
+            ver = ver_of
+            cid, gone = wire.parse_change(change)
+            if gone:
+                if self._peers.pop(cid, None) is not None:
+                    left.append(cid)
+                    self._forget(cid, now)
             else:
-                peers[change.peer.id] = change.peer
-        self._set_list(peers, ver, now)
+                joined.append(cid)
+                if cid in self._peers:  # moved, or restarted with a new key: look it up again if in use
+                    self._details.pop(cid, None)
+                    if cid in self._links:
+                        self._need(cid, now)
+                self._peers[cid] = ver
+        self._ver = ver
+        self._sync_at = None
+        if joined or left:
+            self._events.append(ListChanged(tuple(joined), tuple(left), len(self._peers)))
         if gap:
             self._request_sync(now)  # missed some: ask for the rest
 
-    def _set_list(self, peers: dict[str, PeerInfo], ver: int, now: float) -> None:
+    def _set_list(self, peers: dict[str, int], ver: int, now: float) -> None:
+        """A whole list (a snapshot): it replaces ours. Details may have changed in what we missed: the
+        peers we talk to are looked up again."""
         left = [cid for cid in self._peers if cid not in peers]
-        joined = [cid for cid, info in peers.items() if self._peers.get(cid) != info]
+        joined = [cid for cid in peers if cid not in self._peers]
         if left or joined or list(peers) != list(self._peers):
-            self._events.append(ListChanged(tuple(peers.values()), tuple(joined), tuple(left)))
+            self._events.append(ListChanged(tuple(joined), tuple(left), len(peers)))
         for gone in left:
-            self._keyring.forget(gone)
-            if (link := self._links.pop(gone, None)) is not None:
-                self._fail_all(link, f"{gone} left", now)
-                if link.sock != MAIN:
-                    self._actions.append(CloseSocket(link.sock))
+            self._forget(gone, now)
         self._peers, self._ver = peers, ver
-        if (me := peers.get(self.id)) is not None:
-            self.pub = me.pub
+        self._details.clear()
+        for cid in self._links:
+            self._need(cid, now)
         self._sync_at = None
+
+    def _forget(self, peer: str, now: float) -> None:
+        """``peer`` left the list: its key, details and path go, and what waited for it fails."""
+        self._keyring.forget(peer)
+        self._details.pop(peer, None)
+        self._asked.pop(peer, None)
+        self._wanted.pop(peer, None)
+        self._held.pop(peer, None)
+        if (link := self._links.pop(peer, None)) is not None:
+            self._fail_all(link, f"{peer} left", now)
+            if link.sock != MAIN:
+                self._actions.append(CloseSocket(link.sock))
+
+    # --- peers' details ---------------------------------------------------------------------------------
+
+    def _need(self, peer: str, now: float) -> None:
+        """This session needs ``peer``'s details: look them up (with the next :meth:`actions`)."""
+        if peer in self._details or peer in self._asked or peer not in self._peers or peer == self.id:
+            return
+        self._wanted.setdefault(peer, now)
+
+    def _flush_lookups(self) -> None:
+        """Send the lookups wanted since the last call, up to 16 peers a datagram."""
+        if not self._wanted or self.token is None or self.state is not State.REGISTERED:
+            return
+        wanted, self._wanted = self._wanted, {}
+        self._send_lookups(list(wanted))
+        for peer, since in wanted.items():
+            self._asked.setdefault(peer, since)
+            self._asked_at = min(self._asked_at, since + LOOKUP_RETRY)
+
+    def _send_lookups(self, peers: list[str]) -> None:
+        assert self.token is not None
+        for i in range(0, len(peers), LOOKUP_BATCH):
+            lookup = wire.Lookup(id=self.id, token=self.token, q=0, peers=peers[i : i + LOOKUP_BATCH])
+            self._send(MAIN, lookup, self.server)
+
+    def _ask_again(self, now: float) -> None:
+        """Lookups not answered within a second are asked again, for ``LOOKUP_FOR`` seconds."""
+        for peer, since in list(self._asked.items()):
+            if peer not in self._peers or now >= since + LOOKUP_FOR:
+                del self._asked[peer]
+                self._held.pop(peer, None)
+        self._asked_at = now + LOOKUP_RETRY if self._asked else float("inf")
+        if self._asked and self.token is not None and self.state is State.REGISTERED:
+            self._send_lookups(list(self._asked))
+
+    def _hold(self, peer: str, again: Callable[[float], None], now: float) -> bool:
+        """If ``peer``'s key is not looked up yet: keep ``again`` (what handles its datagram) to run when it
+        is, and look it up; True if so. A few per peer at most: the peer retransmits the rest."""
+        if peer in self._details:
+            return False
+        self._need(peer, now)
+        held = self._held.setdefault(peer, deque(maxlen=HELD_MAX))
+        held.append(again)
+        return True
+
+    def _on_details(self, msg: wire.Details, now: float) -> None:
+        fresh = []
+        for info in msg.peers:
+            changed = self._peers.get(info.id)
+            if changed is None or changed > msg.ver:
+                continue  # not in our list, or it changed after the server answered: ask again if needed
+            self._details[info.id] = info
+            self._asked.pop(info.id, None)
+            fresh.append(info.id)
+        for peer in fresh:
+            for again in self._held.pop(peer, ()):
+                again(now)  # what arrived before the key
+            if (link := self._links.get(peer)) is not None:
+                self._pump(link, now)  # what waited for the key goes now
+        show = self._show
+        if show is not None and msg.q == show.q and show.count in (None, msg.count) and msg.index < msg.count:
+            show.count = msg.count
+            show.pages[msg.index] = msg.peers
+            if len(show.pages) == msg.count:
+                peers = tuple(p for i in range(msg.count) for p in show.pages[i])
+                self._show = None
+                self._shown = (self._ver or 0, peers, now)
+                self._events.append(ListShown(peers))
 
     def _request_sync(self, now: float) -> None:
         if self.token is None or self.state is not State.REGISTERED:
@@ -752,13 +941,14 @@ class ClientSession:
 
     def _probe(self, link: _Link, at: float, *, first: bool = False) -> None:
         """Probe every candidate; the first probe of an attempt leaves at ``at`` (the agreed moment)."""
+        link.next_action = at + self.config.probe_interval
         sealed = self._seal(wire.Probe(src=self.id, dst=link.peer, attempt=link.attempt, n=b"", tag=b""))
         if sealed is None:
+            self._need(link.peer, at)  # (only after a midPeer's go: keys come from the server)
             return
         probe = wire.encode(sealed)
         for addr in link.candidates:
             self._actions.append(Send(link.sock, probe, addr, not_before=at if first else None))
-        link.next_action = at + self.config.probe_interval
 
     def _link_timer(self, link: _Link, now: float) -> None:
         for out in list(link.outbox.values()):
@@ -825,6 +1015,9 @@ class ClientSession:
         """(Re)transmit what is due on the current path, at most ``window`` messages in flight."""
         if link.phase is not Phase.UP and not (link.relayed and self._intro.token is not None):
             return
+        if link.peer not in self._details:
+            self._need(link.peer, now)
+            return  # its key first (looked up: _on_details pumps again)
         base = next(iter(link.outbox), link.next_seq)  # the outbox is in seq order: its oldest unacknowledged
         for out in list(link.outbox.values())[: self.config.window]:
             if out.sent_at is None:
@@ -841,11 +1034,12 @@ class ClientSession:
 
     def _seal(self, msg: _S, plaintext: bytes = b"") -> _S | None:
         """``msg`` (made with an empty nonce, and an empty box or tag) sealed for its ``dst`` with the pair
-        key: ``plaintext`` encrypted into the box (a chat), or just the tag; None if the peer has no usable key."""
-        info = self._peers.get(msg.dst)
+        key: ``plaintext`` encrypted into the box (a chat), or just the tag; None if the peer has no usable
+        key, or none looked up yet."""
+        info = self._details.get(msg.dst)
+        if info is None:
+            return None
         try:
-            if info is None:
-                raise seal.SealError(f"{msg.dst} is not in the list")
             key = self._keyring.pair(msg.dst, info.key)
         except seal.SealError:
             self.dropped += 1
@@ -857,10 +1051,15 @@ class ClientSession:
 
     def _opened(self, msg: wire.Sealed, now: float) -> bytes | None:
         """What ``msg`` from a listed peer carries (a chat's text; nothing for the others), if it is sealed
-        with that peer's key. If not, None: it is dropped and counted, with a warning once a minute per peer."""
+        with that peer's key. If not, None: it is dropped and counted, with a warning once a minute per peer.
+        Also None, without a word, if the peer's key is not looked up yet: it is, and the peer sends again."""
+        info = self._details.get(msg.src)
+        if info is None:
+            self._need(msg.src, now)
+            return None
         sealed = msg.box if isinstance(msg, wire.Chat) else msg.tag
         try:
-            key = self._keyring.pair(msg.src, self._peers[msg.src].key)
+            key = self._keyring.pair(msg.src, info.key)
             return seal.open(key, msg.n, wire.sealed_header(msg), sealed)
         except seal.SealError:
             self.rejected += 1
@@ -907,6 +1106,8 @@ class ClientSession:
             return
         plain = b""
         if isinstance(msg, wire.Probe | wire.Chat | wire.ChatAck) and msg.dst == self.id and msg.src in self._peers:
+            if self._hold(msg.src, lambda later: self._from_peer(msg, sock, addr, later), now):
+                return  # until its key is looked up
             if (opened := self._opened(msg, now)) is None:
                 return  # not from the peer it names: it opens no path and gets no answer
             plain = opened
@@ -941,6 +1142,8 @@ class ClientSession:
             return
         plain = b""
         if isinstance(msg, wire.Probe | wire.Chat | wire.ChatAck) and msg.dst == self.id and msg.src == src:
+            if self._hold(src, lambda later: self._from_relay(src, data, later), now):
+                return  # until src's key is looked up
             if (opened := self._opened(msg, now)) is None:
                 return  # the relay, or someone, altered or forged it
             plain = opened

@@ -250,22 +250,32 @@ class PathReport:
 
 @dataclass(frozen=True, slots=True)
 class ListChanged:
-    """The peer list changed: who joined (or moved) and who left; ``peers`` is the whole new list."""
+    """The peer list changed: who joined (or moved: its addresses or key changed) and who left, and how
+    many are in the list now. O(changes), not O(list): in a join storm every client gets every change."""
 
-    peers: tuple[PeerInfo, ...]
     joined: tuple[str, ...]
     left: tuple[str, ...]
+    count: int
 
     def line(self) -> None:
         return None  # the assignment's client shows the list only when asked (@show_list)
 
     def as_dict(self) -> Json:
-        return {
-            "event": "list",
-            "joined": list(self.joined),
-            "left": list(self.left),
-            "peers": [peer_json(p) for p in self.peers],
-        }
+        return {"event": "list", "joined": list(self.joined), "left": list(self.left), "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class ListShown:
+    """The answer to ``@show_list``: every registered client (this one included) with its addresses, in
+    registration order, as the server had them."""
+
+    peers: tuple[PeerInfo, ...]
+
+    def lines(self) -> list[str]:
+        return [f"{p.id} {p.pub}" for p in self.peers]  # the assignment's format
+
+    def as_dict(self) -> Json:
+        return {"event": "show_list", "peers": [peer_json(p) for p in self.peers]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +321,7 @@ ClientEvent = (
     | PathChanged
     | PathReport
     | ListChanged
+    | ListShown
     | Rejected
     | Left
 )

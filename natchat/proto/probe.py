@@ -62,7 +62,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .actions import Action, CloseSocket, OpenSocket, Send
-from .wire import MAX_DATAGRAM, PROTOCOL_VERSION, Addr, Port, WireError
+from .wire import MAX_DATAGRAM, Addr, Port, WireError
 
 # --- wire ---------------------------------------------------------------------------------------------
 
@@ -84,8 +84,12 @@ Limit = Annotated[int, Meta(ge=0, le=1_000_000)]
 Counter = Annotated[int, Meta(ge=1, le=2**31)]
 
 
+PROBE_VERSION: Final = 1
+"""The prober's own protocol version (the chat's is ``wire.PROTOCOL_VERSION``; they change apart)."""
+
+
 class ProbeMessage(Struct, tag_field="t", forbid_unknown_fields=True, kw_only=True, frozen=True):
-    v: int = PROTOCOL_VERSION
+    v: int = PROBE_VERSION
 
 
 # client -> server
@@ -287,7 +291,7 @@ def decode(data: bytes) -> AnyProbeMessage:
         raise WireError(f"datagram of {len(data)} bytes is over {MAX_DATAGRAM}")
     try:
         header = _header_decoder.decode(data)
-        if header.v != PROTOCOL_VERSION:
+        if header.v != PROBE_VERSION:
             raise WireError(f"unsupported protocol version {header.v}")
         msg: AnyProbeMessage = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

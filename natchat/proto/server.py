@@ -16,6 +16,9 @@ Every rule that changes the registry lives here:
 * deregistration needs the token; a live ID cannot be taken by anyone else;
 * every change gets the next version number and is sent to every registered client as a delta; a
   client that missed one sees the gap and asks for the rest (:class:`~natchat.proto.wire.Sync`);
+* the list holds IDs only (every client learns every change: O(N^2) in all, so each costs a few
+  bytes); a client looks up the addresses and key of the peers it talks to (:class:`~natchat.proto.wire.Lookup`),
+  and of everyone for ``@show_list``, at most once every ``SHOW_EVERY`` seconds;
 * hole punching: the server sends both peers each other's addresses at the same moment;
 * with ``relay`` on (a midPeer: ``serve --midpeer``, ``natchat midpeer``), it forwards datagrams between
   registered clients that found no direct path: by client ID only (never to an address the sender
@@ -33,10 +36,13 @@ from typing import TypeVar, cast
 from . import auth, wire
 from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, RelayStarted, ServerEvent
 from .ratelimit import RateLimiter
-from .wire import Addr, Change, PeerInfo
+from .wire import Addr, PeerInfo
 
 DELTA_LOG = 4096
 """How many recent changes the server keeps to answer a client that missed some."""
+
+SHOW_EVERY = 1.0
+"""Seconds between two lookups of everyone's details (``@show_list``) one client may make: each is O(N)."""
 
 PUNCH_RENDEZVOUS_TTL = 10.0
 """How long a half-joined punching attempt waits for the other peer."""
@@ -81,6 +87,7 @@ class _Entry:
     token: str
     last_seen: float
     rtt: float = 0.0  # as the client last reported it
+    shown_at: float = float("-inf")  # when it last looked up everyone (``@show_list``)
 
 
 @dataclass(slots=True)
@@ -139,7 +146,7 @@ class RendezvousServer:
         self._entries: dict[str, _Entry] = {}  # in registration order
         self._expiry: OrderedDict[str, None] = OrderedDict()  # least recently heard first
         self._by_addr: dict[Addr, str] = {}
-        self._log: deque[Change] = deque(maxlen=DELTA_LOG)
+        self._log: deque[str] = deque(maxlen=DELTA_LOG)  # the last changes (wire.Change), up to ``version``
         self.version = 0
         self._rendezvous: OrderedDict[tuple[str, str, int], _Rendezvous] = OrderedDict()
         self._out: list[tuple[bytes, Addr]] = []
@@ -147,7 +154,7 @@ class RendezvousServer:
         """The list at some version encoded as pages, and where in ``_out`` they were last put."""
         self._pages_reuse = 64
         """How many changes old the encoded pages may be (the rest goes as deltas after them)."""
-        self._fanout: tuple[int, bytearray, list[Change], str | None] | None = None
+        self._fanout: tuple[int, bytearray, list[str], str | None] | None = None
         """The last delta to everyone: where it starts in ``_out``, its datagram, its changes, whom it skipped."""
         self._events: deque[ServerEvent] = deque()
         self.dropped = 0
@@ -223,6 +230,8 @@ class RendezvousServer:
                 if (entry := self._authenticate(cid, token, addr)) is not None:
                     self._touch(entry, now)
                     self._send_changes_since(since, addr)
+            case wire.Lookup():
+                self._on_lookup(msg, addr, now)
             case wire.PunchRequest():
                 self._on_punch_request(msg, addr, now)
             case wire.Relay():
@@ -260,7 +269,7 @@ class RendezvousServer:
             self._expiry[msg.id] = None
             self._by_addr[addr] = msg.id
             self._events.append(RegisteredEvent(entry.info))
-            self._record(Change(self.version + 1, False, entry.info), skip=msg.id)
+            self._record(wire.change(msg.id, gone=False), skip=msg.id)
         reply = wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout, now=now, relay=self.relay)
         self._send(reply, addr)
         if self.lists:
@@ -280,6 +289,27 @@ class RendezvousServer:
                 self._drop(addr, "bad_secret", "wrong secret: the server refused the registration")
             return False
         return True
+
+    def _on_lookup(self, msg: wire.Lookup, addr: Addr, now: float) -> None:
+        entry = self._authenticate(msg.id, msg.token, addr)
+        if entry is None:
+            return
+        self._touch(entry, now)
+        if msg.peers is None:  # everyone: O(N), so not too often
+            if now < entry.shown_at + SHOW_EVERY:
+                self._send(
+                    wire.Error(code="too_often", msg=f"the whole list at most once every {SHOW_EVERY:g} s"), addr
+                )
+                return
+            entry.shown_at = now
+            found = self.peers()
+        else:
+            found = [e.info for cid in dict.fromkeys(msg.peers) if (e := self._entries.get(cid)) is not None]
+        empty = wire.Details(q=msg.q, ver=self.version, index=100_000, count=100_000, peers=[])
+        batches = list(_pack(found, wire.encoded_size(empty))) or [[]]
+        for i, batch in enumerate(batches):
+            page = wire.Details(q=msg.q, ver=self.version, index=i, count=len(batches), peers=batch)
+            self._send(page, addr)
 
     def _on_punch_request(self, msg: wire.PunchRequest, addr: Addr, now: float) -> None:
         entry = self._authenticate(msg.id, msg.token, addr, moving=False)
@@ -385,7 +415,7 @@ class RendezvousServer:
         self._by_addr[pub] = old.id
         if old.pub != pub:
             self._events.append(Moved(entry.info, old.pub))
-        self._record(Change(self.version + 1, False, entry.info))
+        self._record(wire.change(old.id, gone=False))
 
     def _remove(self, client_id: str) -> None:
         entry = self._entries.pop(client_id)
@@ -397,9 +427,9 @@ class RendezvousServer:
             self._relaying.pop(client_id, None)
             for receivers in self._relaying.values():
                 receivers.discard(client_id)
-        self._record(Change(self.version + 1, True, entry.info))
+        self._record(wire.change(client_id, gone=True))
 
-    def _record(self, change: Change, *, skip: str | None = None) -> None:
+    def _record(self, change: str, *, skip: str | None = None) -> None:
         """Commit ``change`` as the next version and send it to every client (but ``skip``, the client
         that has just registered: it gets the whole list instead).
 
@@ -411,7 +441,7 @@ class RendezvousServer:
         next change, after that list). A client may so get a change it already has (one in its list) or
         one about itself once gone; clients skip those by version.
         """
-        self.version = change.ver
+        self.version += 1
         self._log.append(change)
         if not self.lists:
             return
@@ -419,17 +449,18 @@ class RendezvousServer:
             start, data, pending, skipped = self._fanout
             # still waiting? (the shell takes ``_out`` whole; a new one never holds this ``data``)
             if start < len(self._out) and self._out[start][0] is data:
-                merged = wire.ListDelta(changes=[*pending, change])
+                merged = wire.ListDelta(ver=self.version - len(pending), changes=[*pending, change])
                 if wire.encoded_size(merged) <= wire.MAX_DATAGRAM:
                     data[:] = wire.encode(merged)
                     late = [] if skipped is None else [skipped]  # (after the list it was sent)
-                    if not change.gone and skip is None:  # moved (or rekeyed): its new address
-                        late.append(change.peer.id)
+                    cid, gone = wire.parse_change(change)
+                    if not gone and skip is None:  # moved (or rekeyed): its new address
+                        late.append(cid)
                     shared = cast(bytes, data)  # (sent as bytes are)
                     self._out.extend([(shared, self._entries[cid].info.pub) for cid in late if cid in self._entries])
                     self._fanout = (start, data, merged.changes, skip)  # a newcomer: reached with the next
                     return
-        data = bytearray(wire.encode(wire.ListDelta(changes=[change])))
+        data = bytearray(wire.encode(wire.ListDelta(ver=self.version, changes=[change])))
         start = len(self._out)
         shared = cast(bytes, data)  # (sent as bytes are)
         self._out.extend([(shared, entry.info.pub) for cid, entry in self._entries.items() if cid != skip])
@@ -438,13 +469,15 @@ class RendezvousServer:
     def _send_changes_since(self, since: int, addr: Addr) -> None:
         if since >= self.version:
             return
-        if since == 0 or not self._log or since < self._log[0].ver - 1:  # 0: "send me everything"
+        first = self.version - len(self._log) + 1  # the version of ``_log[0]``
+        if since == 0 or since < first - 1:  # 0: "send me everything"; or older than the log
             self._send_snapshot(addr)
             return
-        start = since - self._log[0].ver + 1
-        changes = [self._log[i] for i in range(start, len(self._log))]
-        for batch in _pack(changes, wire.encoded_size(wire.ListDelta(changes=[]))):
-            self._send(wire.ListDelta(changes=batch), addr)
+        changes = [self._log[i] for i in range(since - first + 1, len(self._log))]
+        ver = since + 1
+        for batch in _pack(changes, wire.encoded_size(wire.ListDelta(ver=2**53, changes=[]))):
+            self._send(wire.ListDelta(ver=ver, changes=batch), addr)
+            ver += len(batch)
 
     def _send_snapshot(self, addr: Addr) -> None:
         """Send ``addr`` the whole list as pages. In a burst of registrations (before the shell takes the
@@ -458,7 +491,7 @@ class RendezvousServer:
             and cached[2] < len(self._out)
             and self._out[cached[2]][0] is cached[1][0]  # still waiting to be sent: the same burst
         ):
-            peers = self.peers()
+            peers = list(self._entries)
             overhead = wire.encoded_size(wire.ListPage(ver=self.version, index=100_000, count=100_000, peers=[]))
             batches = list(_pack(peers, overhead)) or [[]]
             pages = [

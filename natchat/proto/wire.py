@@ -15,7 +15,8 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: the list carries IDs only; addresses and keys are looked up (``lookup``, ``details``)."""
 MAX_DATAGRAM: Final = 1200
 """No datagram natchat sends is larger than this (bytes); larger incoming ones are rejected unread."""
 
@@ -57,7 +58,8 @@ class Addr(Struct, array_like=True, frozen=True):
 
 
 class PeerInfo(Struct, array_like=True, frozen=True):
-    """One registered client as everyone sees it: ``["client1", [pub], [priv], key]``."""
+    """One registered client's details: ``["client1", [pub], [priv], key]``. Not in the list (which
+    holds IDs only): a client looks up the peers it talks to (:class:`Lookup`), and punching brings them."""
 
     id: ClientId
     pub: Addr
@@ -66,12 +68,19 @@ class PeerInfo(Struct, array_like=True, frozen=True):
     """Its public key: peers seal what they send it with the pair key (``seal.py``)."""
 
 
-class Change(Struct, array_like=True, frozen=True):
-    """Registry change number ``ver``: ``peer`` joined or moved (``gone`` false), or left (true)."""
+Change = Annotated[str, Meta(pattern=r"^[+-][A-Za-z0-9._-]{1,32}$")]
+"""One registry change in a :class:`ListDelta`: ``"+client1"``, client1 joined, or its details (addresses,
+key) changed: look them up again if you use them; ``"-client1"``, client1 left. The sign always comes
+first (IDs may contain ``-``). As small as a change can be: every client receives every change."""
 
-    ver: Counter
-    gone: bool
-    peer: PeerInfo
+
+def change(client_id: str, *, gone: bool) -> str:
+    return ("-" if gone else "+") + client_id
+
+
+def parse_change(c: str) -> tuple[str, bool]:
+    """``(id, gone)`` of a :data:`Change`."""
+    return c[1:], c[0] == "-"
 
 
 class Message(Struct, tag_field="t", forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -107,6 +116,18 @@ class KeepAlive(Message, tag="keepalive", frozen=True):
 class Deregister(Message, tag="deregister", frozen=True):
     id: ClientId
     token: Token
+
+
+class Lookup(Message, tag="lookup", frozen=True):
+    """Ask for the details (addresses and public key) of ``peers`` (None: of everyone, for ``@show_list``).
+
+    Answered with :class:`Details` pages that echo ``q``; IDs that are not registered are left out.
+    """
+
+    id: ClientId
+    token: Token
+    q: Counter
+    peers: Annotated[list[ClientId], Meta(min_length=1, max_length=16)] | None
 
 
 class Sync(Message, tag="sync", frozen=True):
@@ -168,14 +189,26 @@ class Bye(Message, tag="bye", frozen=True):
 
 
 class ListDelta(Message, tag="delta", frozen=True):
-    """Consecutive registry changes, oldest first."""
+    """Registry changes number ``ver``, ``ver + 1``, ... (oldest first)."""
 
-    changes: list[Change]
+    ver: Counter
+    changes: Annotated[list[Change], Meta(min_length=1)]
 
 
 class ListPage(Message, tag="page", frozen=True):
-    """Page ``index`` of ``count`` of the full registry at version ``ver``, in registration order."""
+    """Page ``index`` of ``count`` of the registry's IDs at version ``ver``, in registration order."""
 
+    ver: Counter
+    index: Annotated[int, Meta(ge=0, le=100_000)]
+    count: Annotated[int, Meta(ge=1, le=100_000)]
+    peers: list[ClientId]
+
+
+class Details(Message, tag="details", frozen=True):
+    """Page ``index`` of ``count`` of the answer to lookup ``q``: the details of the registered clients it
+    asked for, as of registry version ``ver``."""
+
+    q: Counter
     ver: Counter
     index: Annotated[int, Meta(ge=0, le=100_000)]
     count: Annotated[int, Meta(ge=1, le=100_000)]
@@ -280,6 +313,7 @@ AnyMessage = (
     | KeepAlive
     | Deregister
     | Sync
+    | Lookup
     | PunchRequest
     | Registered
     | Challenge
@@ -287,6 +321,7 @@ AnyMessage = (
     | Bye
     | ListDelta
     | ListPage
+    | Details
     | PunchInvite
     | PunchGo
     | Error
@@ -364,9 +399,7 @@ def _addresses(msg: AnyMessage) -> list[Addr]:
             return [a]
         case PunchGo(peer=p):
             return [p.pub, p.priv]
-        case ListPage(peers=peers):
+        case Details(peers=peers):
             return [a for p in peers for a in (p.pub, p.priv)]
-        case ListDelta(changes=changes):
-            return [a for c in changes for a in (c.peer.pub, c.peer.priv)]
         case _:
             return []
