@@ -729,7 +729,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     late = [s for s in storm if s["converged_s"] is None]
     ax.plot([s["clients"] for s in late], [s["limit_s"] for s in late], "o", mfc="none", label="not all by then (s)")
     ax.axhline(KEEPALIVE_INTERVAL, color="grey", ls="--", label="keepalive interval")
-    ax.set(xscale="log", yscale="log", xlabel="clients joining within 1 s", ylabel="seconds", title="2. join storm")
+    scale = "log" if storm else "linear"
+    ax.set(xscale=scale, yscale=scale, xlabel="clients joining within 1 s", ylabel="seconds", title="2. join storm")
     ax2 = ax.twinx()
     ax2.plot(
         [s["clients"] for s in results.get("join_storm", [])],
@@ -738,21 +739,26 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         color="tab:orange",
         label="datagrams sent per registration",
     )
-    ax2.set(yscale="log", ylabel="datagrams per registration")
+    ax2.set(yscale=scale, ylabel="datagrams per registration")
     ax.legend(loc="upper left", fontsize=8)
     ax2.legend(loc="lower right", fontsize=8)
     mem = results.get("memory", {}).get("prefill", [])
     ax = axes[1]
     ax.plot([m["clients"] for m in mem], [m["rss_per_client"] for m in mem], "o-", label="resident memory / client")
     ax.axhline(1024, color="grey", ls="--", label="goal: 1 KB")
-    ax.set(xscale="log", xlabel="registered clients", ylabel="bytes per client", title="3. memory")
+    ax.set(xscale="log" if mem else "linear", xlabel="registered clients", ylabel="bytes per client", title="3. memory")
     ax.legend(fontsize=8)
     lag = [d for d in results.get("disappearance", []) if d["lag_median_s"] is not None]
     ax = axes[2]
     ax.plot([d["clients"] for d in lag], [d["lag_median_s"] * 1000 for d in lag], "o-", label="median")
     ax.plot([d["clients"] for d in lag], [d["lag_max_s"] * 1000 for d in lag], "s--", label="max")
     ax.axhline(200, color="grey", ls="--", label="goal: 200 ms")
-    ax.set(xscale="log", xlabel="registered clients", ylabel="ms after the deadline", title="4. disappearance lag")
+    ax.set(
+        xscale="log" if lag else "linear",  # (a run without the figure, --only: an empty panel)
+        xlabel="registered clients",
+        ylabel="ms after the deadline",
+        title="4. disappearance lag",
+    )
     ax.legend(fontsize=8)
     m = results["machine"]
     fig.suptitle(f"natchat server, {m['cores']} cores {m['cpu']}, Python {m['python']}", fontsize=9)

@@ -456,8 +456,8 @@ def test_show_list_says_when_the_server_does_not_answer() -> None:
     sim.run(1)
     sim.drop = lambda src, dst, data: b'"lookup"' in data
     a.session.show_list(sim.now)
-    sim.run(5)
+    sim.run(7)
     assert not [e for e in a.events if isinstance(e, ListShown)]
     assert [(e.code, e.message) for e in a.events if isinstance(e, Notice)] == [
-        ("list_unavailable", "the server did not send the list (asked 3 times)")
+        ("list_unavailable", "the server did not send the list (asked 4 times)")
     ]

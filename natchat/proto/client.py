@@ -73,7 +73,7 @@ LOOKUP_FOR = 10.0
 """... for this long (a later need asks afresh)."""
 HELD_MAX = 8
 """Datagrams kept per peer while its key is looked up (handled when it arrives)."""
-SHOW_TRIES = 3
+SHOW_TRIES = 4
 SHOW_RETRY = 1.5
 """``@show_list`` asks the server this many times, this many seconds apart (the server answers one
 client's ``@show_list`` at most once a second), before it says the list is unavailable."""
