@@ -373,14 +373,14 @@ def run_restart_rebind_leave(sc: Scenario) -> None:
             moved = [e for at, e in Events(server).all("moved") if at == moved_at][-1]
             assert moved["was"] == old and moved["public"] != old, moved
             new_pub = moved["public"]
-            seen = Events(c2).wait(
-                "list", lambda e: any(p["id"] == "client1" and p["public"] == new_pub for p in e["peers"]), 10
-            )
+            # client2's list (IDs) hears that client1 changed; its @show_list then shows the new address
+            seen = Events(c2).wait("list", lambda e: "client1" in e["joined"], 10, after=flushed)
             converge(everyone, registry(server), within=10)
             resumed = chat_both_ways(c1, c2, "after rebinding", within=20)
             detail.append(
                 f"(b) port taken: server printed 'client1 moved {old} -> {new_pub}' {moved_at - flushed:.1f} s after "
-                f"the flush, client2's list had it {seen - flushed:.1f} s after; lists converge; chat {resumed}"
+                f"the flush, client2's list had the change {seen - flushed:.1f} s after; @show_lists converge; "
+                f"chat {resumed}"
             )
             sc.measured["rebinding"] = {"old": old, "new": new_pub, "moved_after_s": moved_at - flushed}
 
