@@ -217,3 +217,37 @@ def test_a_server_that_challenges_is_there_the_client_keeps_trying() -> None:
     sim.drop = lambda *_: False
     sim.run(11)
     assert a.session.state is State.REGISTERED and not [e for e in a.events if isinstance(e, Refused)]
+
+
+def test_datagrams_naming_unlooked_up_peers_cost_bounded_lookups() -> None:
+    """Anyone can send a datagram that names any listed peer as its sender. The client holds such
+    datagrams while it looks the peer's key up, but for 64 peers at most: a forger cannot make it
+    flood the server with lookups (nor fill its memory)."""
+    from natchat.proto.client import HELD_MAX, HELD_PEERS, MAIN, ClientSession
+    from natchat.proto.wire import PeerInfo
+
+    server_addr, now = Addr("10.0.0.3", 10080), 1000.0
+    session = ClientSession("me", server_addr, Addr("192.168.1.2", 10081))
+    session.start(now)
+    token = "ab" * 16
+    registered = wire.Registered(id="me", token=token, pub=A, timeout=30.0, now=now)
+    session.receive_datagram(wire.encode(registered), MAIN, server_addr, now)
+    peers = [f"peer{i}" for i in range(200)]
+    page = wire.ListPage(ver=200, index=0, count=1, peers=["me", *peers[:100]])
+    session.receive_datagram(wire.encode(page), MAIN, server_addr, now)
+    page2 = wire.ListDelta(ver=201, changes=[f"+{p}" for p in peers[100:]])
+    session.receive_datagram(wire.encode(page2), MAIN, server_addr, now)
+    assert len(session.peers()) == 201
+    session.actions()
+    for peer in peers:
+        for seq in range(1, 12):
+            forged = wire.Chat(src=peer, dst="me", stream=7, base=1, seq=seq, group=False, n=bytes(12), box=b"x" * 20)
+            session.receive_datagram(wire.encode(forged), MAIN, VICTIM, now)
+    asked = [p for a in session.actions() for p in (wire.decode(a.data).peers or [])]  # type: ignore[attr-defined]
+    assert len(asked) == HELD_PEERS and len(set(asked)) == HELD_PEERS
+    assert len(session._held) == HELD_PEERS and all(len(h) == HELD_MAX for h in session._held.values())
+    # the server answers for the first: the held forgeries are opened, rejected, and dropped
+    answer = wire.Details(q=0, ver=201, index=0, count=1, peers=[PeerInfo(asked[0], B, PRIV, PUB)])
+    session.receive_datagram(wire.encode(answer), MAIN, server_addr, now)
+    assert asked[0] not in session._held and session.rejected == HELD_MAX
+    assert not [e for e in iter(session.next_event, None) if type(e).__name__ == "ChatReceived"]

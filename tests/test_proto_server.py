@@ -139,7 +139,11 @@ def test_rebinding_moves_the_entry_instead_of_adding_one() -> None:
     events(srv)
     moved = Addr("10.0.0.1", 61000)
     replies = feed(srv, wire.KeepAlive(id="client1", token=token, ver=2, rtt=0.0), moved, 5.0)
-    assert (wire.Alive(ver=3, pub=moved, now=5.0), moved) in replies
+    # the answer names the version sent so far; the move (version 3) follows, to everyone, client1 included
+    assert [m for m, dst in replies if dst == moved] == [
+        wire.Alive(ver=2, pub=moved, now=5.0),
+        wire.ListDelta(ver=3, changes=["+client1"]),
+    ]
     assert srv.peers() == [PeerInfo("client1", moved, PRIV, PUB), PeerInfo("client2", C, PRIV, PUB)]
     assert [e.line() for e in events(srv) if isinstance(e, Moved)] == ["client1 moved 10.0.0.1:53002 -> 10.0.0.1:61000"]
     # a registration with the token from yet another address does the same
@@ -294,3 +298,18 @@ def test_everyones_details_are_paged_under_the_datagram_limit() -> None:
     assert len(pages) > 3 and all(len(d) <= wire.MAX_DATAGRAM for d, _ in datagrams)
     assert all(isinstance(p, wire.Details) and p.count == len(pages) and p.q == 5 for p in pages)
     assert [p.id for page in pages if isinstance(page, wire.Details) for p in page.peers] == [p.id for p in srv.peers()]
+
+
+def test_changes_made_while_the_shell_is_busy_share_deltas() -> None:
+    srv = server()
+    register(srv, "a", A, 0.0)
+    replies = feed(srv, registration("b", B, 5.0), B, 5.0)
+    assert (wire.ListDelta(ver=2, changes=["+b"]), A) in replies  # an idle shell: at once
+    for i in range(200):  # the shell is busy: it does not ask for more meanwhile
+        src = Addr("10.0.0.9", 2000 + i)
+        srv.receive_datagram(wire.encode(registration(f"storm-{i:03d}", src, 5.01)), src, 5.01)
+    to_a = [wire.decode(d) for d, dst in srv.datagrams_to_send() if dst == A]
+    deltas = [m for m in to_a if isinstance(m, wire.ListDelta)]
+    assert [c for m in deltas for c in m.changes] == [f"+storm-{i:03d}" for i in range(200)]
+    assert len(deltas) <= 3  # 200 changes, not 200 deltas: full datagrams, and the rest
+    assert all(len(wire.encode(m)) > wire.MAX_DATAGRAM - 40 for m in deltas[:-1])

@@ -72,7 +72,9 @@ LOOKUP_RETRY = 1.0
 LOOKUP_FOR = 10.0
 """... for this long (a later need asks afresh)."""
 HELD_MAX = 8
-"""Datagrams kept per peer while its key is looked up (handled when it arrives)."""
+HELD_PEERS = 64
+"""Datagrams kept per peer while its key is looked up (handled when it arrives), and for how many peers
+at once: datagrams naming other peers are dropped meanwhile (a genuine peer sends again)."""
 SHOW_TRIES = 4
 SHOW_RETRY = 1.5
 """``@show_list`` asks the server this many times, this many seconds apart (the server answers one
@@ -811,11 +813,25 @@ class ClientSession:
         if self._asked and self.token is not None and self.state is State.REGISTERED:
             self._send_lookups(list(self._asked))
 
+    def _learned(self, infos: list[PeerInfo], now: float) -> None:
+        """Details from the server: keep them, and handle what waited for them."""
+        for info in infos:
+            self._details[info.id] = info
+            self._asked.pop(info.id, None)
+            self._wanted.pop(info.id, None)
+        for info in infos:
+            for again in self._held.pop(info.id, ()):
+                again(now)  # what arrived before the key
+            if (link := self._links.get(info.id)) is not None:
+                self._pump(link, now)  # what waited for the key goes now
+
     def _hold(self, peer: str, again: Callable[[float], None], now: float) -> bool:
         """If ``peer``'s key is not looked up yet: keep ``again`` (what handles its datagram) to run when it
         is, and look it up; True if so. A few per peer at most: the peer retransmits the rest."""
         if peer in self._details:
             return False
+        if peer not in self._held and len(self._held) >= HELD_PEERS:
+            return True  # dropped: anyone can name any peer, and this must not become lookups without end
         self._need(peer, now)
         held = self._held.setdefault(peer, deque(maxlen=HELD_MAX))
         held.append(again)
@@ -827,14 +843,8 @@ class ClientSession:
             changed = self._peers.get(info.id)
             if changed is None or changed > msg.ver:
                 continue  # not in our list, or it changed after the server answered: ask again if needed
-            self._details[info.id] = info
-            self._asked.pop(info.id, None)
-            fresh.append(info.id)
-        for peer in fresh:
-            for again in self._held.pop(peer, ()):
-                again(now)  # what arrived before the key
-            if (link := self._links.get(peer)) is not None:
-                self._pump(link, now)  # what waited for the key goes now
+            fresh.append(info)
+        self._learned(fresh, now)
         show = self._show
         if show is not None and msg.q == show.q and show.count in (None, msg.count) and msg.index < msg.count:
             show.count = msg.count
@@ -842,6 +852,9 @@ class ClientSession:
             if len(show.pages) == msg.count:
                 peers = tuple(p for i in range(msg.count) for p in show.pages[i])
                 self._show = None
+                if self._ver is None or msg.ver > self._ver:  # newer than our list: it is the list now
+                    self._set_list(dict.fromkeys((p.id for p in peers), msg.ver), msg.ver, now)
+                    self._learned(list(peers), now)
                 self._shown = (self._ver or 0, peers, now)
                 self._events.append(ListShown(peers))
 

@@ -31,7 +31,7 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from . import auth, wire
 from .events import Deregistered, Disappeared, Dropped, Moved, RegisteredEvent, RelayStarted, ServerEvent
@@ -154,8 +154,10 @@ class RendezvousServer:
         """The list at some version encoded as pages, and where in ``_out`` they were last put."""
         self._pages_reuse = 64
         """How many changes old the encoded pages may be (the rest goes as deltas after them)."""
-        self._fanout: tuple[int, bytearray, list[str], str | None] | None = None
-        """The last delta to everyone: where it starts in ``_out``, its datagram, its changes, whom it skipped."""
+        self._pending: list[str] = []  # changes committed but not sent to everyone yet
+        self._pending_ver = 0  # the version of _pending[0]
+        self._pending_size = 0  # their JSON, with the commas
+        self._delta_budget = wire.MAX_DATAGRAM - wire.encoded_size(wire.ListDelta(ver=2**53, changes=[]))
         self._events: deque[ServerEvent] = deque()
         self.dropped = 0
         """Datagrams dropped as malformed or not allowed."""
@@ -163,6 +165,10 @@ class RendezvousServer:
     # --- what the shell reads ---------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        """What to send now. Call it when ready to send more: changes made while the shell was still
+        sending go out together now (see :meth:`_record`)."""
+        if self._pending:
+            self._send_pending()
         out, self._out = self._out, []
         return out
 
@@ -220,7 +226,10 @@ class RendezvousServer:
                 if (entry := self._authenticate(cid, token, addr)) is not None:
                     self._touch(entry, now)
                     entry.rtt = rtt
-                    self._send(wire.Alive(ver=self.version, pub=entry.info.pub, now=now), addr)
+                    # the version of the last delta queued before this answer (not the changes still
+                    # waiting for the shell): a client is behind only if it missed something
+                    sent = self.version - len(self._pending)
+                    self._send(wire.Alive(ver=sent, pub=entry.info.pub, now=now), addr)
             case wire.Deregister(id=cid, token=token):
                 if (entry := self._authenticate(cid, token, addr)) is not None:
                     self._remove(cid)
@@ -269,7 +278,7 @@ class RendezvousServer:
             self._expiry[msg.id] = None
             self._by_addr[addr] = msg.id
             self._events.append(RegisteredEvent(entry.info))
-            self._record(wire.change(msg.id, gone=False), skip=msg.id)
+            self._record(wire.change(msg.id, gone=False))
         reply = wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout, now=now, relay=self.relay)
         self._send(reply, addr)
         if self.lists:
@@ -429,42 +438,34 @@ class RendezvousServer:
                 receivers.discard(client_id)
         self._record(wire.change(client_id, gone=True))
 
-    def _record(self, change: str, *, skip: str | None = None) -> None:
-        """Commit ``change`` as the next version and send it to every client (but ``skip``, the client
-        that has just registered: it gets the whole list instead).
+    def _record(self, change: str) -> None:
+        """Commit ``change`` as the next version; it goes to every client with the next delta.
 
-        Changes made before the shell takes the datagrams (a burst of registrations, clients expiring
-        together, a shell busy sending) travel together, one delta per recipient while they fit in a
-        datagram: the delta still waiting in ``_out`` is rewritten in place (a ``bytearray`` that every
-        recipient's entry shares, so this is O(1), not O(N)), and whoever it does not reach yet is added
-        after it: a client that moved, and the last newcomer, whose list was sent after it (so with the
-        next change, after that list). A client may so get a change it already has (one in its list) or
-        one about itself once gone; clients skip those by version.
+        Every client must learn every change, so in a join storm it is the number of datagrams that
+        counts. Changes wait until the shell asks for more to send (:meth:`datagrams_to_send`), so all
+        that are made while it is still sending the last fan-out travel together, as many as fit in one
+        datagram: an idle server sends each change at once, a busy one batches them, as busy as it is
+        (the shell's sending is the clock). A delta goes to every client registered when it leaves,
+        newcomers included (they may so get changes their list already has) and a moved client at its
+        new address; clients skip what they have by version.
         """
         self.version += 1
         self._log.append(change)
         if not self.lists:
             return
-        if self._fanout is not None:
-            start, data, pending, skipped = self._fanout
-            # still waiting? (the shell takes ``_out`` whole; a new one never holds this ``data``)
-            if start < len(self._out) and self._out[start][0] is data:
-                merged = wire.ListDelta(ver=self.version - len(pending), changes=[*pending, change])
-                if wire.encoded_size(merged) <= wire.MAX_DATAGRAM:
-                    data[:] = wire.encode(merged)
-                    late = [] if skipped is None else [skipped]  # (after the list it was sent)
-                    cid, gone = wire.parse_change(change)
-                    if not gone and skip is None:  # moved (or rekeyed): its new address
-                        late.append(cid)
-                    shared = cast(bytes, data)  # (sent as bytes are)
-                    self._out.extend([(shared, self._entries[cid].info.pub) for cid in late if cid in self._entries])
-                    self._fanout = (start, data, merged.changes, skip)  # a newcomer: reached with the next
-                    return
-        data = bytearray(wire.encode(wire.ListDelta(ver=self.version, changes=[change])))
-        start = len(self._out)
-        shared = cast(bytes, data)  # (sent as bytes are)
-        self._out.extend([(shared, entry.info.pub) for cid, entry in self._entries.items() if cid != skip])
-        self._fanout = (start, data, [change], skip)
+        size = len(change) + 3  # its quotes and a comma (IDs are ASCII)
+        if self._pending and self._pending_size + size > self._delta_budget:
+            self._send_pending()  # a datagram's worth: it goes now
+        if not self._pending:
+            self._pending_ver = self.version
+        self._pending.append(change)
+        self._pending_size += size
+
+    def _send_pending(self) -> None:
+        """One delta, encoded once, to every registered client: O(N), once per datagram of changes."""
+        data = wire.encode(wire.ListDelta(ver=self._pending_ver, changes=self._pending))
+        self._out.extend([(data, entry.info.pub) for entry in self._entries.values()])
+        self._pending, self._pending_size = [], 0
 
     def _send_changes_since(self, since: int, addr: Addr) -> None:
         if since >= self.version:
