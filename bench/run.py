@@ -639,6 +639,17 @@ def figure6(pairs: int) -> dict[str, Any]:
 # --- driver -----------------------------------------------------------------------------------------
 
 
+def figure5(quick: bool) -> dict[str, Any]:
+    """Relay throughput: ``bench/relay.py`` (its own script: three server processes of its own)."""
+    log("figure 5: relay throughput")
+    args = [sys.executable, str(HERE / "relay.py"), *(["--quick"] if quick else [])]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench/relay.py failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def machine() -> dict[str, Any]:
     model = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -697,7 +708,17 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{_fmt(d['lag_max_s'] and d['lag_max_s'] * 1000, ' ms', 1)} | {d['reported']}/{d['measured']} reported | "
             f"timeout {d['timeout_s']:g} s | <= 200 ms, flat in N |"
         )
-    rows.append("| 5. relay throughput | | not measured yet | | | |")
+    if rl := results.get("relay"):
+        us = rl["server_cpu_us_per_datagram"]
+        cap = rl["default_limits"]["cap_per_sender_per_s"]
+        rows.append(
+            f"| 5. chat datagrams relayed per second (midPeer) | {rl['pairs']} pairs, {rl['window_per_sender']} in "
+            f"flight each | {_fmt(rl['natchat_per_s'], '/s')} | "
+            f"bare Trio forwarding loop {_fmt(rl['bare_per_s'], '/s')} | {rl['ratio']:.2f} x "
+            f"(median of {len(rl['ratios'])}); server CPU {_fmt(us['natchat'], ' us', 1)} per "
+            f"datagram (bare {_fmt(us['bare'], ' us', 1)}); lost {rl['lost']['natchat']} | none set; each client is "
+            f"capped at {cap:g}/s by default (`--relay-rate`) |"
+        )
     if f6 := results.get("chat_latency"):
         if "median_rtts" in f6:
             rows.append(
@@ -771,13 +792,13 @@ def plot(results: dict[str, Any], path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny N, seconds: checks that the benchmark works")
-    parser.add_argument("--only", nargs="*", type=int, help="figure numbers to run (default: 1 2 3 4 6)")
+    parser.add_argument("--only", nargs="*", type=int, help="figure numbers to run (default: 1 2 3 4 5 6)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json", help="where to write the results")
     parser.add_argument("--plot", type=Path, default=HERE / "results.png", help="where to draw figures 2-4")
     args = parser.parse_args()
     random.seed(7)
     quick = args.quick
-    only = set(args.only or [1, 2, 3, 4, 6])
+    only = set(args.only or [1, 2, 3, 4, 5, 6])
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     keepalive = {"repeat": 1 if quick else 5, "seconds": 0.5 if quick else 2.0}
     if 2 in only:
@@ -799,6 +820,8 @@ def main() -> None:
         timeout = 1.5 if quick else 30.0
         measured, spacing = (10, 0.02) if quick else (50, 0.1)
         results["disappearance"] = [figure4(n, measured=measured, spacing=spacing, timeout=timeout) for n in sizes]
+    if 5 in only:
+        results["relay"] = figure5(quick)
     if 6 in only:
         results["chat_latency"] = figure6(3 if quick else 10)
     results["table"] = table(results)

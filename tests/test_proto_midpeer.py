@@ -373,3 +373,12 @@ def test_many_pairs_at_once_some_relayed_all_delivered() -> None:
         (a.session.id, b.session.id) for a in nodes for b in nodes if a is not b and {a.session.id, b.session.id} & odd
     }
     assert not any(isinstance(e, DeliveryFailed) for n in nodes for e in n.events)
+
+
+def test_a_relay_rate_above_the_source_rate_raises_it() -> None:
+    """``--relay-rate 1000``: the per-source limit (400/s) must not cap the relay below what was asked."""
+    from natchat.proto.server import SOURCE_RATE
+
+    srv = RendezvousServer(relay=True, relay_rate=1000.0)
+    assert srv._limiter.rate == 2000.0 > SOURCE_RATE
+    assert RendezvousServer(relay=True)._limiter.rate == SOURCE_RATE

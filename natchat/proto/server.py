@@ -134,6 +134,8 @@ class RendezvousServer:
         self.secret = secret
         """``--secret``: registrations must prove they know it (auth.py)."""
         self._cookie_key = cookie_key if cookie_key is not None else secrets.token_bytes(32)
+        # a client relaying at its full rate must not hit the per-source limit first (--relay-rate above it)
+        source_rate = max(source_rate, 2 * relay_rate)
         self._limiter = RateLimiter(source_rate, 2 * source_rate, max_sources=16384)
         self._in_size = 0  # the size of the datagram being handled (replies to strangers are held under 2x)
         self._buckets: dict[str, _Bucket] = {}
