@@ -7,6 +7,8 @@ by one ``epoll`` loop, every loop bounded in datagrams and in time. Figure 6 run
 
     .venv/bin/python bench/run.py            # everything: writes bench/results.json and bench/results.png
     .venv/bin/python bench/run.py --quick    # small N, a few seconds (tests/test_bench_smoke.py)
+    BENCH_PROFILE=/tmp/srv .venv/bin/python bench/run.py --only 2   # the servers under cProfile: /tmp/srv.0 ...
+    BENCH_DEBUG=1 ...                        # the server's counters every half second of a storm
 """
 
 from __future__ import annotations
@@ -53,11 +55,17 @@ def log(text: str) -> None:
 # --- the server process -----------------------------------------------------------------------------
 
 
+_profiled: list[str] = []
+
+
 class Server:
     """``bench/serve.py`` in its own process; :meth:`ask` sends it one command and returns its answer."""
 
     def __init__(self, *, bare: bool = False, timeout: float = 30.0) -> None:
         args = [sys.executable, str(HERE / "serve.py"), "--timeout", str(timeout), *(["--bare"] if bare else [])]
+        if profile := os.environ.get("BENCH_PROFILE"):  # "profile before optimizing": cProfile's output file
+            args[1:1] = ["-m", "cProfile", "-o", f"{profile}.{len(_profiled)}"]
+            _profiled.append(profile)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         self.port = self._read()["port"]
         self.addr = (HOST, self.port)
@@ -271,7 +279,8 @@ def figure1(
 @dataclass(slots=True)
 class Tracked:
     """A simulated client that keeps its list as natchat's client does (pages, versioned deltas, a
-    ``sync`` on a gap or when a keepalive answer shows a newer version)."""
+    ``sync`` on a gap, when a keepalive answer shows a newer version, or when no list followed
+    ``registered`` within a second)."""
 
     i: int
     token: str | None = None
@@ -284,6 +293,7 @@ class Tracked:
     register_sent: float = 0.0
     keepalive_at: float = 0.0
     sync_at: float = 0.0
+    list_by: float | None = None  # ask for the list if none has come by then
     deltas: int = 0
     pages_received: int = 0
     syncs: int = 0
@@ -319,6 +329,7 @@ class Storm:
             case wire.Registered(token=token):
                 c.token = token
                 c.keepalive_at = now + 1.0
+                c.list_by = now + 1.0
             case wire.ListPage(ver=ver, index=index, count=count, peers=peers):
                 c.pages_received += 1
                 if c.pages_key != (ver, count):
@@ -329,7 +340,7 @@ class Storm:
                 if len(c.pages) == count:
                     c.peers = dict.fromkeys(cid for k in range(count) for cid in c.pages[k])
                     c.pages_key, c.pages = None, {}
-                    c.ver, c.ver_at = ver, now
+                    c.ver, c.ver_at, c.list_by = ver, now, None
                     if c.snapshot_ver is None:
                         c.snapshot_ver = ver
             case wire.ListDelta(ver=first, changes=changes):
@@ -414,6 +425,9 @@ class Storm:
                 elif c.token is not None and now >= c.keepalive_at:
                     c.keepalive_at = now + 1.0
                     self.send(c.i, keepalive_bytes(f"c{c.i}", c.token, c.ver or 0))
+                if c.list_by is not None and now >= c.list_by and c.ver is None:
+                    c.list_by = None
+                    self.sync(c, now)  # since 0: the whole list
             if sent == n and final is None and now >= next_check:
                 next_check = now + 0.5
                 stats = self.srv.ask("stats")

@@ -461,3 +461,18 @@ def test_show_list_says_when_the_server_does_not_answer() -> None:
     assert [(e.code, e.message) for e in a.events if isinstance(e, Notice)] == [
         ("list_unavailable", "the server did not send the list (asked 4 times)")
     ]
+
+
+def test_a_client_whose_list_was_lost_asks_for_it() -> None:
+    """A retransmitted registration is answered without the list: a client that lost the pages of the
+    first answer asks for them (sync) a second after it registered."""
+    sim = Sim()
+    sim.add("a")
+    sim.run(1)
+    sim.drop = lambda src, dst, data: b'"page"' in data  # b's first list never arrives
+    b = sim.add("b", "10.0.0.2")
+    sim.run(0.5)
+    assert b.session.state is State.REGISTERED and b.session.peers() == []
+    sim.drop = lambda *_: False
+    sim.run(1.0)
+    assert b.session.peers() == ["a", "b"]

@@ -313,3 +313,13 @@ def test_changes_made_while_the_shell_is_busy_share_deltas() -> None:
     assert [c for m in deltas for c in m.changes] == [f"+storm-{i:03d}" for i in range(200)]
     assert len(deltas) <= 3  # 200 changes, not 200 deltas: full datagrams, and the rest
     assert all(len(wire.encode(m)) > wire.MAX_DATAGRAM - 40 for m in deltas[:-1])
+
+
+def test_a_retransmitted_registration_is_answered_without_the_list_again() -> None:
+    srv = server()
+    register(srv, "a", A)
+    first = feed(srv, registration("b", B, 1.0), B, 1.0)
+    assert any(isinstance(m, wire.ListPage) for m, dst in first if dst == B)
+    again = feed(srv, registration("b", B, 1.5), B, 1.5)  # the answer was slow: b asks again
+    assert [type(m) for m, _ in again] == [wire.Registered]
+    assert again[0][0].token == next(m.token for m, _ in first if isinstance(m, wire.Registered))

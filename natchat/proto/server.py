@@ -268,9 +268,16 @@ class RendezvousServer:
                 return
             # (without the token, from the same socket: a retransmission, or the client restarted there
             # with a new key before its old entry expired; peers get the new key with the change)
-            if entry.info.pub != addr or entry.info.priv != msg.priv or entry.info.key != msg.key:
+            changed = entry.info.pub != addr or entry.info.priv != msg.priv or entry.info.key != msg.key
+            if changed:
                 self._update(entry, addr, msg.priv, msg.key)  # the NAT rebound this session's mapping
             self._touch(entry, now)
+            if retransmit and not changed:
+                # The list went with the first answer (a client that lost it asks, a second after this
+                # one): on a busy server the first answer is often just still waiting to be sent, and
+                # sending the whole list again to every impatient client would only make it busier.
+                self._send(self._registered(entry, addr, now), addr)
+                return
         elif self.max_clients is not None and len(self._entries) >= self.max_clients:
             self._drop(addr, "server_full", f"the server is full: {self.max_clients} clients are registered")
             return
@@ -281,10 +288,14 @@ class RendezvousServer:
             self._by_addr[addr] = msg.id
             self._events.append(RegisteredEvent(entry.info))
             self._record(wire.change(msg.id, gone=False))
-        reply = wire.Registered(id=msg.id, token=entry.token, pub=addr, timeout=self.timeout, now=now, relay=self.relay)
-        self._send(reply, addr)
+        self._send(self._registered(entry, addr, now), addr)
         if self.lists:
             self._send_snapshot(addr)
+
+    def _registered(self, entry: _Entry, addr: Addr, now: float) -> wire.Registered:
+        return wire.Registered(
+            id=entry.info.id, token=entry.token, pub=addr, timeout=self.timeout, now=now, relay=self.relay
+        )
 
     def _admitted(self, msg: wire.Register, addr: Addr, now: float) -> bool:
         """A new registration shows its cookie (and proof of the secret); if not, it is challenged."""
@@ -533,7 +544,8 @@ def _pack(items: list[_T], overhead: int) -> Iterator[list[_T]]:
     batch: list[_T] = []
     size = 0
     for item in items:
-        item_size = wire.encoded_size(item) + 1  # and a comma
+        # and a comma; an ID's JSON is the ID in quotes (its characters need no escaping)
+        item_size = len(item) + 3 if isinstance(item, str) else wire.encoded_size(item) + 1
         if batch and size + item_size > budget:
             yield batch
             batch, size = [], 0
