@@ -330,31 +330,30 @@ class Storm:
                 c.token = token
                 c.keepalive_at = now + 1.0
                 c.list_by = now + 1.0
-            case wire.ListPage(ver=ver, index=index, count=count, peers=peers):
+            case wire.ListPage(ver=ver, index=index, count=count):
                 c.pages_received += 1
                 if c.pages_key != (ver, count):
                     if c.pages_key is not None and c.pages_key[0] > ver:
                         return
                     c.pages_key, c.pages = (ver, count), {}
-                c.pages[index] = peers
+                c.pages[index] = msg.ids()
                 if len(c.pages) == count:
                     c.peers = dict.fromkeys(cid for k in range(count) for cid in c.pages[k])
                     c.pages_key, c.pages = None, {}
                     c.ver, c.ver_at, c.list_by = ver, now, None
                     if c.snapshot_ver is None:
                         c.snapshot_ver = ver
-            case wire.ListDelta(ver=first, changes=changes):
+            case wire.ListDelta(ver=first):
                 c.deltas += 1
                 if c.ver is None:
                     return
-                for ver, change in enumerate(changes, start=first):
+                for ver, (peer, gone) in enumerate(msg.parsed(), start=first):
                     if ver <= c.ver:
                         continue
                     if ver != c.ver + 1:
                         self.sync(c, now)
                         break
                     c.ver, c.ver_at = ver, now
-                    peer, gone = wire.parse_change(change)
                     if gone:
                         c.peers.pop(peer, None)
                     else:

@@ -101,13 +101,13 @@ from_server = st.one_of(
     st.builds(wire.Registered, id=ids, token=tokens_, pub=addrs, timeout=st.floats(0.01, 86400), now=clocks),
     st.builds(wire.Alive, ver=counters, pub=addrs, now=clocks),
     st.builds(wire.Bye, id=ids),
-    st.builds(wire.ListDelta, ver=counters, changes=st.lists(changes, min_size=1, max_size=4)),
+    st.builds(wire.ListDelta, ver=counters, changes=st.lists(changes, min_size=1, max_size=4).map(" ".join)),
     st.builds(
         wire.ListPage,
         ver=counters,
         index=st.integers(0, 3) | st.integers(0, 100_000),
         count=st.integers(1, 3) | st.integers(1, 100_000),
-        peers=st.lists(ids, max_size=4),
+        peers=st.lists(ids, max_size=4).map(" ".join),
     ),
     st.builds(
         wire.Details,
@@ -516,7 +516,7 @@ def registered_client(rng_seed: int = 1) -> tuple[ClientSession, float]:
     client.start(now)
     reply = wire.Registered(id="alice", token=KNOWN_TOKEN, pub=me[0], timeout=30.0, now=now)
     client.receive_datagram(wire.encode(reply), MAIN, SERVER, now)
-    page = wire.ListPage(ver=3, index=0, count=1, peers=list(REAL))
+    page = wire.ListPage(ver=3, index=0, count=1, peers=" ".join(REAL))
     client.receive_datagram(wire.encode(page), MAIN, SERVER, now)
     details = [PeerInfo(cid, pub, priv, bytes(range(32))) for cid, (pub, priv) in REAL.items()]
     client.receive_datagram(wire.encode(wire.Details(q=0, ver=3, index=0, count=1, peers=details)), MAIN, SERVER, now)
@@ -603,7 +603,7 @@ def test_list_page_index_beyond_count_is_dropped() -> None:
     address (a spoofed datagram, or a faulty server). Now the impossible page is dropped."""
     client, now = registered_client()
     for index in (0, 5):
-        page = wire.ListPage(ver=4, index=index, count=2, peers=["bob"])
+        page = wire.ListPage(ver=4, index=index, count=2, peers="bob")
         client.receive_datagram(wire.encode(page), MAIN, SERVER, now)
     assert client.state is State.REGISTERED
     assert client.peers() != ["bob"]  # the snapshot is incomplete: not taken

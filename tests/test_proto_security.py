@@ -233,9 +233,9 @@ def test_datagrams_naming_unlooked_up_peers_cost_bounded_lookups() -> None:
     registered = wire.Registered(id="me", token=token, pub=A, timeout=30.0, now=now)
     session.receive_datagram(wire.encode(registered), MAIN, server_addr, now)
     peers = [f"peer{i}" for i in range(200)]
-    page = wire.ListPage(ver=200, index=0, count=1, peers=["me", *peers[:100]])
+    page = wire.ListPage(ver=200, index=0, count=1, peers=" ".join(["me", *peers[:100]]))
     session.receive_datagram(wire.encode(page), MAIN, server_addr, now)
-    page2 = wire.ListDelta(ver=201, changes=[f"+{p}" for p in peers[100:]])
+    page2 = wire.ListDelta(ver=201, changes=" ".join(f"+{p}" for p in peers[100:]))
     session.receive_datagram(wire.encode(page2), MAIN, server_addr, now)
     assert len(session.peers()) == 201
     session.actions()

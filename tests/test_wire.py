@@ -29,8 +29,9 @@ SAMPLES: list[wire.Message] = [
     wire.Registered(id="c", token=TOKEN, pub=Addr("10.0.0.1", 1), timeout=30.0, now=123456.5),
     wire.Alive(ver=1, pub=Addr("10.0.0.1", 1), now=-5.25),
     wire.Bye(id="c"),
-    wire.ListDelta(ver=1, changes=["+client1", "-client-2"]),
-    wire.ListPage(ver=2, index=0, count=1, peers=["client1", "b"]),
+    wire.ListDelta(ver=1, changes="+client1 -client-2"),
+    wire.ListPage(ver=2, index=0, count=1, peers="client1 b"),
+    wire.ListPage(ver=2, index=0, count=1, peers=""),
     wire.Lookup(id="c", token=TOKEN, q=0, peers=["a", "b"]),
     wire.Lookup(id="c", token=TOKEN, q=5, peers=None),
     wire.Details(q=5, ver=2, index=0, count=1, peers=[PEER]),
@@ -105,3 +106,28 @@ def test_garbage_never_escapes_and_never_costs_a_client(datagrams: list[bytes]) 
             wire.decode(data)
     assert "client1" in [p.id for p in srv.peers()]
     assert all(len(d) <= wire.MAX_DATAGRAM for d, _ in srv.datagrams_to_send())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a  b"}',
+        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":" a"}',
+        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a b "}',
+        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a,b"}',
+        '{"v":2,"t":"delta","ver":1,"changes":""}',
+        '{"v":2,"t":"delta","ver":1,"changes":"a"}',
+        '{"v":2,"t":"delta","ver":1,"changes":"+a b"}',
+        '{"v":2,"t":"delta","ver":1,"changes":"+a  -b"}',
+    ],
+)
+def test_id_and_change_lists_are_single_spaced_and_signed(bad: str) -> None:
+    with pytest.raises(wire.WireError, match="regex"):
+        wire.decode(bad.encode())
+
+
+def test_id_and_change_lists_split_back() -> None:
+    page = wire.decode(b'{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a b-c"}')
+    assert isinstance(page, wire.ListPage) and page.ids() == ["a", "b-c"]
+    delta = wire.decode(b'{"v":2,"t":"delta","ver":4,"changes":"+a -b-c +-d"}')
+    assert isinstance(delta, wire.ListDelta) and delta.parsed() == [("a", False), ("b-c", True), ("-d", False)]

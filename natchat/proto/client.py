@@ -711,7 +711,7 @@ class ClientSession:
             if self._pages_key is not None and self._pages_key[0] > page.ver and self._ver is not None:
                 return  # a page of an older snapshot than the one being collected
             self._pages_key, self._pages = key, {}
-        self._pages[page.index] = page.peers
+        self._pages[page.index] = page.ids()
         if len(self._pages) == page.count:
             ids = [cid for i in range(page.count) for cid in self._pages[i]]
             self._pages_key, self._pages = None, {}
@@ -726,14 +726,13 @@ class ClientSession:
         joined: list[str] = []
         left: list[str] = []
         gap = False
-        for ver_of, change in enumerate(delta.changes, start=delta.ver):
+        for ver_of, (cid, gone) in enumerate(delta.parsed(), start=delta.ver):
             if ver_of <= ver:
                 continue  # had it already
             if ver_of != ver + 1:
                 gap = True
                 break
             ver = ver_of
-            cid, gone = wire.parse_change(change)
             if gone:
                 if self._peers.pop(cid, None) is not None:
                     left.append(cid)

@@ -148,7 +148,7 @@ class RendezvousServer:
         self._entries: dict[str, _Entry] = {}  # in registration order
         self._expiry: OrderedDict[str, None] = OrderedDict()  # least recently heard first
         self._by_addr: dict[Addr, str] = {}
-        self._log: deque[str] = deque(maxlen=DELTA_LOG)  # the last changes (wire.Change), up to ``version``
+        self._log: deque[str] = deque(maxlen=DELTA_LOG)  # the last changes (wire.change), up to ``version``
         self.version = 0
         self._rendezvous: OrderedDict[tuple[str, str, int], _Rendezvous] = OrderedDict()
         self._out: list[tuple[bytes, Addr]] = []
@@ -158,8 +158,8 @@ class RendezvousServer:
         """How many changes old the encoded pages may be (the rest goes as deltas after them)."""
         self._pending: list[str] = []  # changes committed but not sent to everyone yet
         self._pending_ver = 0  # the version of _pending[0]
-        self._pending_size = 0  # their JSON, with the commas
-        self._delta_budget = wire.MAX_DATAGRAM - wire.encoded_size(wire.ListDelta(ver=2**53, changes=[]))
+        self._pending_size = 0  # their bytes, with a space each
+        self._delta_budget = wire.MAX_DATAGRAM - wire.encoded_size(wire.ListDelta(ver=2**53, changes=""))
         self._events: deque[ServerEvent] = deque()
         self.dropped = 0
         """Datagrams dropped as malformed or not allowed."""
@@ -466,7 +466,7 @@ class RendezvousServer:
         self._log.append(change)
         if not self.lists:
             return
-        size = len(change) + 3  # its quotes and a comma (IDs are ASCII)
+        size = len(change) + 1  # and a space (IDs are ASCII)
         if self._pending and self._pending_size + size > self._delta_budget:
             self._send_pending()  # a datagram's worth: it goes now
         if not self._pending:
@@ -476,7 +476,7 @@ class RendezvousServer:
 
     def _send_pending(self) -> None:
         """One delta, encoded once, to every registered client: O(N), once per datagram of changes."""
-        data = wire.encode(wire.ListDelta(ver=self._pending_ver, changes=self._pending))
+        data = wire.encode(wire.ListDelta(ver=self._pending_ver, changes=" ".join(self._pending)))
         self._out.extend([(data, entry.info.pub) for entry in self._entries.values()])
         self._pending, self._pending_size = [], 0
 
@@ -489,8 +489,8 @@ class RendezvousServer:
             return
         changes = [self._log[i] for i in range(since - first + 1, len(self._log))]
         ver = since + 1
-        for batch in _pack(changes, wire.encoded_size(wire.ListDelta(ver=2**53, changes=[]))):
-            self._send(wire.ListDelta(ver=ver, changes=batch), addr)
+        for batch in _pack(changes, wire.encoded_size(wire.ListDelta(ver=2**53, changes=""))):
+            self._send(wire.ListDelta(ver=ver, changes=" ".join(batch)), addr)
             ver += len(batch)
 
     def _send_snapshot(self, addr: Addr) -> None:
@@ -506,10 +506,10 @@ class RendezvousServer:
             and self._out[cached[2]][0] is cached[1][0]  # still waiting to be sent: the same burst
         ):
             peers = list(self._entries)
-            overhead = wire.encoded_size(wire.ListPage(ver=self.version, index=100_000, count=100_000, peers=[]))
+            overhead = wire.encoded_size(wire.ListPage(ver=self.version, index=100_000, count=100_000, peers=""))
             batches = list(_pack(peers, overhead)) or [[]]
             pages = [
-                wire.encode(wire.ListPage(ver=self.version, index=i, count=len(batches), peers=batch))
+                wire.encode(wire.ListPage(ver=self.version, index=i, count=len(batches), peers=" ".join(batch)))
                 for i, batch in enumerate(batches)
             ]
             cached = (self.version, pages, len(self._out))
@@ -544,8 +544,8 @@ def _pack(items: list[_T], overhead: int) -> Iterator[list[_T]]:
     batch: list[_T] = []
     size = 0
     for item in items:
-        # and a comma; an ID's JSON is the ID in quotes (its characters need no escaping)
-        item_size = len(item) + 3 if isinstance(item, str) else wire.encoded_size(item) + 1
+        # an ID (or change), and the space between (IdList, ChangeList); anything else: its JSON and a comma
+        item_size = len(item) + 1 if isinstance(item, str) else wire.encoded_size(item) + 1
         if batch and size + item_size > budget:
             yield batch
             batch, size = [], 0

@@ -68,19 +68,19 @@ class PeerInfo(Struct, array_like=True, frozen=True):
     """Its public key: peers seal what they send it with the pair key (``seal.py``)."""
 
 
-Change = Annotated[str, Meta(pattern=r"^[+-][A-Za-z0-9._-]{1,32}$")]
-"""One registry change in a :class:`ListDelta`: ``"+client1"``, client1 joined, or its details (addresses,
-key) changed: look them up again if you use them; ``"-client1"``, client1 left. The sign always comes
-first (IDs may contain ``-``). As small as a change can be: every client receives every change."""
+_ID = r"[A-Za-z0-9._-]{1,32}"
+IdList = Annotated[str, Meta(pattern=rf"^(?:{_ID}(?: {_ID})*)?$")]
+"""Client IDs separated by single spaces (IDs have none): ``"client1 client2"``. Every client receives
+every ID in a join storm (O(N^2) in all), so the two bytes a JSON list would spend on each count."""
+ChangeList = Annotated[str, Meta(pattern=rf"^[+-]{_ID}(?: [+-]{_ID})*$")]
+"""Registry changes separated by single spaces: ``"+client1"``, client1 joined, or its details
+(addresses, key) changed: look them up again if you use them; ``"-client1"``, client1 left. The sign
+always comes first (IDs may contain ``-``)."""
 
 
 def change(client_id: str, *, gone: bool) -> str:
+    """One change as a :data:`ChangeList` writes it."""
     return ("-" if gone else "+") + client_id
-
-
-def parse_change(c: str) -> tuple[str, bool]:
-    """``(id, gone)`` of a :data:`Change`."""
-    return c[1:], c[0] == "-"
 
 
 class Message(Struct, tag_field="t", forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -189,19 +189,27 @@ class Bye(Message, tag="bye", frozen=True):
 
 
 class ListDelta(Message, tag="delta", frozen=True):
-    """Registry changes number ``ver``, ``ver + 1``, ... (oldest first)."""
+    """Registry changes number ``ver``, ``ver + 1``, ... (oldest first): ``"+client4 -client2"``."""
 
     ver: Counter
-    changes: Annotated[list[Change], Meta(min_length=1)]
+    changes: ChangeList
+
+    def parsed(self) -> list[tuple[str, bool]]:
+        """``(id, gone)`` for each change, oldest first."""
+        return [(c[1:], c[0] == "-") for c in self.changes.split(" ")]
 
 
 class ListPage(Message, tag="page", frozen=True):
-    """Page ``index`` of ``count`` of the registry's IDs at version ``ver``, in registration order."""
+    """Page ``index`` of ``count`` of the registry's IDs at version ``ver``, in registration order:
+    ``"client1 client2"``."""
 
     ver: Counter
     index: Annotated[int, Meta(ge=0, le=100_000)]
     count: Annotated[int, Meta(ge=1, le=100_000)]
-    peers: list[ClientId]
+    peers: IdList
+
+    def ids(self) -> list[str]:
+        return self.peers.split(" ") if self.peers else []
 
 
 class Details(Message, tag="details", frozen=True):
