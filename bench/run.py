@@ -482,9 +482,11 @@ def figure2(n: int, *, tracked_max: int, limit: float, then_keepalive: dict[str,
         tracked = list(range(n)) if n <= tracked_max else sorted({0, n - 1, *random.sample(range(n), tracked_max - 2)})
         rss_before = srv.rss()
         result = Storm(srv, socks, tracked).run(spread=1.0, limit=limit)
+        quiet(srv)
         socks.drain()
         rss_after = srv.rss()
         result["rss_per_client"] = (rss_after - rss_before) / n
+        result["bare_send_s"] = bare_send(socks, result)
         log(
             f"  {result['converged']}/{result['tracked']} converged in {result['converged_s']} s; "
             f"{result['server_datagrams_per_registration']:.0f} datagrams per registration"
@@ -494,6 +496,24 @@ def figure2(n: int, *, tracked_max: int, limit: float, then_keepalive: dict[str,
             socks.drain()
             result["keepalive"] = figure1(n, srv=srv, socks=socks, **then_keepalive)
         return result
+
+
+def bare_send(socks: Sockets, storm: dict[str, Any]) -> float:
+    """Figure 2's floor: the seconds a bare Python loop takes to send as many datagrams of the same mean
+    size as the server sent in the storm, round-robin to the same (drained) sockets, which the kernel
+    delivers just as it delivered the server's. No protocol, no registrations, no receiving."""
+    n = len(socks.socks)
+    count = round(storm["server_datagrams_per_registration"] * n)
+    data = b"x" * round(storm["server_bytes_per_registration"] / storm["server_datagrams_per_registration"])
+    addrs = [(HOST, port) for port in socks.ports]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        start = time.monotonic()
+        for k in range(count):
+            sock.sendto(data, addrs[k % n])  # blocking: at the kernel's pace, as the server's shell sends
+        elapsed = time.monotonic() - start
+    socks.drain()
+    log(f"  a bare loop sends the same {count:,} datagrams in {elapsed:.1f} s")
+    return elapsed
 
 
 def quiet(srv: Server, *, within: float = 60.0) -> None:
@@ -701,7 +721,8 @@ def table(results: dict[str, Any]) -> list[str]:
                 else f"> {st['limit_s']:g} s: {st['lists_equal']}/{st['tracked']} lists equal by then, all registered "
                 f"after {_fmt(st['registered_within_s'], ' s')} | "
             )
-            + f"keepalive interval {KEEPALIVE_INTERVAL:g} s | "
+            + f"keepalive interval {KEEPALIVE_INTERVAL:g} s; a bare loop sends the same datagrams to the same "
+            f"sockets in {_fmt(st.get('bare_send_s'), ' s', 1)} | "
             f"{_fmt(st['server_datagrams_per_registration'])} datagrams, "
             f"{_fmt(st['server_bytes_per_registration'] / 1000)} kB sent per registration; "
             f"{_fmt(per_change, '', 2)} deltas per recipient per change; largest {st['largest_datagram']} B "
