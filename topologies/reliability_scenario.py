@@ -135,14 +135,22 @@ def now(t: Transcript) -> float:
     return time.monotonic() - t.start
 
 
-def show_list(proc: HostProc, within: float = 10.0) -> list[tuple[str, str]]:
-    """What ``@show_list`` shows now: (id, public address) in order."""
+def show_list(proc: HostProc, within: float = 30.0) -> list[tuple[str, str]]:
+    """What ``@show_list`` shows now: (id, public address) in order. Under heavy loss the client may
+    say the server did not send the list (it asks 4 times in 6 s): typed again, as a person would."""
     events = Events(proc)
-    asked = now(proc.transcript)
-    proc.type("@show_list")
-    at = events.wait("show_list", lambda e: True, within, after=asked)
-    event = [e for t, e in events.all("show_list") if t == at][-1]
-    return [(p["id"], p["public"]) for p in event["peers"]]
+    deadline = time.monotonic() + within
+    while True:
+        asked = now(proc.transcript)
+        proc.type("@show_list")
+        try:
+            at = events.wait("show_list", lambda e: True, min(8.0, max(0.1, deadline - time.monotonic())), after=asked)
+        except Expired:
+            if time.monotonic() >= deadline:
+                raise
+            continue
+        event = [e for t, e in events.all("show_list") if t == at][-1]
+        return [(p["id"], p["public"]) for p in event["peers"]]
 
 
 def converge(procs: list[HostProc], expected: list[tuple[str, str]] | None, within: float) -> list[tuple[str, str]]:
