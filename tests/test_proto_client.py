@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from natchat.proto import wire
 from natchat.proto.client import MAIN, ClientConfig, NoPeers, Send, State, UnknownPeer
 from natchat.proto.events import (
@@ -476,3 +478,18 @@ def test_a_client_whose_list_was_lost_asks_for_it() -> None:
     sim.drop = lambda *_: False
     sim.run(1.0)
     assert b.session.peers() == ["a", "b"]
+
+
+def test_show_list_says_what_the_busy_server_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    import natchat.proto.server as server_module
+
+    sim = Sim()
+    a = sim.add("a")
+    sim.run(1)
+    monkeypatch.setattr(server_module, "SHOW_PAGES_RATE", 0.0)
+    sim.server._show_pages.datagrams = 0.0  # the server-wide budget is spent
+    a.session.show_list(sim.now)
+    sim.run(7)
+    assert [e.message for e in a.events if isinstance(e, Notice)] == [
+        "the server did not send the list: the server is busy sending lists; ask again (asked 4 times)"
+    ]

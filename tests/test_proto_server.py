@@ -324,3 +324,24 @@ def test_a_retransmitted_registration_is_answered_without_the_list_again() -> No
     again = feed(srv, registration("b", B, 1.5), B, 1.5)  # the answer was slow: b asks again
     assert [type(m) for m, _ in again] == [wire.Registered]
     assert again[0][0].token == next(m.token for m, _ in first if isinstance(m, wire.Registered))
+
+
+def test_everyones_details_have_a_server_wide_budget() -> None:
+    """Many @show_list at once on a big server: a few are answered at a time, the others asked again."""
+    from natchat.proto.server import SHOW_PAGES_RATE
+
+    srv = server()
+    tokens = {f"c{i}": register(srv, f"c{i}", Addr("10.0.9.1", 1000 + i)) for i in range(2000)}
+    srv.datagrams_to_send()
+    answered = refused = 0
+    for cid, token in tokens.items():
+        src = Addr("10.0.9.1", 1000 + int(cid[1:]))
+        replies = feed(srv, wire.Lookup(id=cid, token=token, q=1, peers=None), src, 5.0)
+        if any(isinstance(m, wire.Details) for m, _ in replies):
+            answered += 1
+        else:
+            assert [m.code for m, _ in replies if isinstance(m, wire.Error)] == ["too_often"]
+            refused += 1
+    assert answered == int(2 * SHOW_PAGES_RATE // (2000 // 10 + 1)) and refused == 2000 - answered
+    later = feed(srv, wire.Lookup(id="c1999", token=tokens["c1999"], q=2, peers=None), Addr("10.0.9.1", 2999), 6.0)
+    assert any(isinstance(m, wire.Details) for m, _ in later)  # the budget refills

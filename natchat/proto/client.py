@@ -208,6 +208,7 @@ class _Show:
     tries: int = 0
     count: int | None = None
     pages: dict[int, list[PeerInfo]] = field(default_factory=dict)
+    refused: str | None = None  # what the server said when it last refused (too_often)
 
 
 class ClientSession:
@@ -484,7 +485,8 @@ class ClientSession:
         if show.tries >= SHOW_TRIES or self.token is None or self.state is not State.REGISTERED:
             self._show = None
             tried = f"asked {show.tries} times" if show.tries else "not registered"
-            self._events.append(Notice("list_unavailable", f"the server did not send the list ({tried})"))
+            said = f": {show.refused}" if show.refused else ""
+            self._events.append(Notice("list_unavailable", f"the server did not send the list{said} ({tried})"))
             return
         show.tries += 1
         show.q, show.count, show.pages = self._rng.randrange(1, 2**53), None, {}
@@ -612,8 +614,9 @@ class ClientSession:
                 self._on_delta(msg, now)
             case wire.Details():
                 self._on_details(msg, now)
-            case wire.Error(code="too_often") if self._show is not None:
+            case wire.Error(code="too_often", msg=text) if self._show is not None:
                 self._show.send_at = now + SHOW_RETRY
+                self._show.refused = text
             case wire.Error(code=code, msg=text) if code in REFUSALS:
                 if self.state is State.REGISTERING:
                     self.state = State.DONE

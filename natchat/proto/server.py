@@ -43,6 +43,10 @@ DELTA_LOG = 4096
 
 SHOW_EVERY = 1.0
 """Seconds between two lookups of everyone's details (``@show_list``) one client may make: each is O(N)."""
+SHOW_PAGES_RATE = 5000.0
+"""Pages of everyone's details the server sends per second for all clients together (bursts of twice
+this): at 10,000 clients one ``@show_list`` is some 900 pages, so many at once are answered a few at a
+time, and the others are asked to try again (``too_often``) rather than the server drowning in them."""
 
 PUNCH_RENDEZVOUS_TTL = 10.0
 """How long a half-joined punching attempt waits for the other peer."""
@@ -139,6 +143,7 @@ class RendezvousServer:
         self._limiter = RateLimiter(source_rate, 2 * source_rate, max_sources=16384)
         self._in_size = 0  # the size of the datagram being handled (replies to strangers are held under 2x)
         self._buckets: dict[str, _Bucket] = {}
+        self._show_pages = _Bucket(2 * SHOW_PAGES_RATE, 0.0, 0.0)  # (``bytes`` unused)
         self._relaying: dict[str, set[str]] = {}  # sender -> receivers it has had relayed to
         self.relayed = 0
         """Datagrams relayed."""
@@ -323,6 +328,9 @@ class RendezvousServer:
                     wire.Error(code="too_often", msg=f"the whole list at most once every {SHOW_EVERY:g} s"), addr
                 )
                 return
+            if not self._take_show_pages(len(self._entries) // 10 + 1, now):  # (about 11 peers a page)
+                self._send(wire.Error(code="too_often", msg="the server is busy sending lists; ask again"), addr)
+                return
             entry.shown_at = now
             found = self.peers()
         else:
@@ -332,6 +340,16 @@ class RendezvousServer:
         for i, batch in enumerate(batches):
             page = wire.Details(q=msg.q, ver=self.version, index=i, count=len(batches), peers=batch)
             self._send(page, addr)
+
+    def _take_show_pages(self, pages: int, now: float) -> bool:
+        """Take ``pages`` from the server-wide budget of everyone's-details pages, if it holds them."""
+        budget = self._show_pages
+        budget.datagrams = min(2 * SHOW_PAGES_RATE, budget.datagrams + max(0.0, now - budget.at) * SHOW_PAGES_RATE)
+        budget.at = now
+        if budget.datagrams < pages:
+            return False
+        budget.datagrams -= pages
+        return True
 
     def _on_punch_request(self, msg: wire.PunchRequest, addr: Addr, now: float) -> None:
         entry = self._authenticate(msg.id, msg.token, addr, moving=False)
