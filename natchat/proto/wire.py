@@ -44,8 +44,11 @@ class WireError(ValueError):
     """A datagram that is not a valid natchat message (the reason is the text)."""
 
 
-class Addr(Struct, array_like=True, frozen=True):
-    """A UDP endpoint; on the wire ``["10.0.0.1", 53002]``."""
+class Addr(Struct, array_like=True, frozen=True, gc=False):
+    """A UDP endpoint; on the wire ``["10.0.0.1", 53002]``.
+
+    ``gc=False``: it holds only a string and an int, so it can be in no reference cycle, and the garbage
+    collector need not visit the hundreds of thousands a big server holds (registry, queued datagrams)."""
 
     host: Host
     port: Port
@@ -57,7 +60,7 @@ class Addr(Struct, array_like=True, frozen=True):
         return (self.host, self.port)
 
 
-class PeerInfo(Struct, array_like=True, frozen=True):
+class PeerInfo(Struct, array_like=True, frozen=True, gc=False):
     """One registered client's details: ``["client1", [pub], [priv], key]``. Not in the list (which
     holds IDs only): a client looks up the peers it talks to (:class:`Lookup`), and punching brings them."""
 
@@ -65,7 +68,8 @@ class PeerInfo(Struct, array_like=True, frozen=True):
     pub: Addr
     priv: Addr
     key: PublicKey
-    """Its public key: peers seal what they send it with the pair key (``seal.py``)."""
+    """Its public key: peers seal what they send it with the pair key (``seal.py``). (``gc=False``, as
+    :class:`Addr`: strings, bytes and two Addr, no cycles.)"""
 
 
 _ID = r"[A-Za-z0-9._-]{1,32}"
