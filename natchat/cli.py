@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -13,6 +14,7 @@ import trio
 import typer
 
 from .client import JoinConfig, run_client
+from .console import OutputGone, print_err
 from .net import EndpointError, resolve_udp
 from .probe import ProbeClientConfig, ProgressBar, probe_mapping
 from .proto.client import ClientConfig
@@ -31,7 +33,8 @@ app = typer.Typer(
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    with contextlib.suppress(OutputGone):
+        print_err(f"error: {message}")
     raise typer.Exit(status)
 
 
@@ -203,9 +206,9 @@ def _run_server(config: ServerConfig, what: str, emit: Callable[[ServerEvent], N
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
                 bound = await nursery.start(serve, config, emit)
-                print(
-                    f"{what} on UDP {bound}; clients disappear after {config.timeout:g} s", file=sys.stderr, flush=True
-                )
+                print_err(f"{what} on UDP {bound}; clients disappear after {config.timeout:g} s")
+        except* OutputGone:
+            pass  # the terminal hung up or the log's reader left: stop, as SIGHUP would
         except* OSError as group:
             first = group.exceptions[0]
             host, port = config.host, config.port
@@ -317,7 +320,7 @@ def join_command(
     if client_id is None:
         try:
             client_id = input("Enter ID : ").strip()
-        except EOFError:
+        except (EOFError, OSError):  # OSError: the terminal hung up
             fail("no ID given", 2)
     if not re.fullmatch(ID_PATTERN, client_id):
         fail(f"invalid ID {client_id!r}: use 1-32 characters of A-Z a-z 0-9 . _ -", 2)

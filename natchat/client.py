@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
+from .console import OutputGone, print_err, print_out, read_stdin_line
 from .net import bind_udp, family_of, local_ip_toward, to_addr
 from .proto.client import (
     MAIN,
@@ -79,22 +79,6 @@ class JoinConfig:
         return "::" if family_of(self.server.host) == socket.AF_INET6 else "0.0.0.0"
 
 
-async def read_stdin_line() -> str:
-    """Read a line from standard input (a terminal or a pipe) without blocking the event loop.
-
-    A worker thread does the blocking read; cancelling abandons it, which is harmless at exit.
-    """
-    return await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-
-
-def _print(text: str) -> None:
-    print(text, flush=True)
-
-
-def _print_err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 class _Shell:
     """The chat client's I/O: sockets through a :class:`SocketsShell`, commands in, events out."""
 
@@ -104,8 +88,8 @@ class _Shell:
         self.config = config
         self.session = session
         self.nursery = nursery
-        self.out = out
-        self.err = err
+        self.out = self._unless_gone(out)
+        self.err = self._unless_gone(err)
         self.sockets = SocketsShell(
             session, nursery, bind_host=config.bind_host, local_ip=session.priv.host, after_flush=self.show_events
         )
@@ -113,6 +97,18 @@ class _Shell:
         self.listing: trio.Event | None = None
         """Set once the ``@show_list`` being answered is shown."""
         self.exit_code = 0
+        self.output_gone = False
+
+    def _unless_gone(self, write: Write) -> Write:
+        def guarded(text: str) -> None:
+            try:
+                write(text)
+            except OutputGone:  # the terminal hung up or the pipe's reader left: leave as at end of input
+                if not self.output_gone:
+                    self.output_gone = True
+                    self.nursery.start_soon(self.leave)
+
+        return guarded
 
     async def flush(self) -> None:
         await self.sockets.flush()
@@ -250,8 +246,8 @@ class _Shell:
 async def run_client(
     config: JoinConfig,
     read_line: ReadLine = read_stdin_line,
-    out: Write = _print,
-    err: Write = _print_err,
+    out: Write = print_out,
+    err: Write = print_err,
     *,
     handle_signals: bool = True,
 ) -> int:

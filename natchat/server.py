@@ -11,12 +11,12 @@ import contextlib
 import json
 import math
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
+from .console import print_err, print_out
 from .net import UDP_RECV_SIZE, bind_listening_udp, sockaddr_for, to_addr
 from .probe import ProbeService, bind_probe_port, serve_probes
 from .proto import stun
@@ -216,7 +216,7 @@ async def serve(
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print_err(text)
 
 
 def print_event(verbose: bool, as_json: bool = False) -> Callable[[ServerEvent], None]:
@@ -226,6 +226,6 @@ def print_event(verbose: bool, as_json: bool = False) -> Callable[[ServerEvent],
     def emit(event: ServerEvent) -> None:
         if isinstance(event, Dropped) and not verbose:
             return
-        print(json.dumps(event.as_dict(), ensure_ascii=False) if as_json else event.line(), flush=True)
+        print_out(json.dumps(event.as_dict(), ensure_ascii=False) if as_json else event.line())
 
     return emit
