@@ -14,7 +14,7 @@ import trio
 import typer
 
 from .client import JoinConfig, run_client
-from .console import OutputGone, print_err
+from .console import OutputGone, print_err, print_out
 from .net import EndpointError, resolve_udp
 from .probe import ProbeClientConfig, ProgressBar, probe_mapping
 from .proto.client import ClientConfig
@@ -444,10 +444,10 @@ def probe_mapping_command(
     finally:
         if bar is not None:
             bar.close()
-    if as_json:
-        print(json.dumps(report.to_json()), flush=True)
-    else:
-        print("\n".join(report.lines()), flush=True)
+    try:
+        print_out(json.dumps(report.to_json()) if as_json else "\n".join(report.lines()))
+    except OutputGone:
+        fail("the report could not be written: standard output is closed")
 
 
 def main() -> None:
