@@ -29,10 +29,12 @@ def write_line(stream: TextIO, text: str) -> None:
     try:
         print(text, file=stream, flush=True)
     except OSError as exc:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a stream without a descriptor
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            os.close(devnull)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
         raise OutputGone(f"cannot write to standard {'error' if stream is sys.stderr else 'output'}") from exc
 
 
