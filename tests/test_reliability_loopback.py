@@ -110,4 +110,15 @@ async def test_a_closed_output_pipe_deregisters(procs: ProcGroup) -> None:
     await server.expect_line(f"client1 is deregistered {chat.pub['client1']}", within=5)
     assert await client.wait(within=5) == 0, procs.transcript()
     assert [cid for cid, _ in await show_list(other)] == ["client2"], procs.transcript()
-    assert not client.text("err").count("rror"), procs.transcript()  # left quietly (the fixture: no traceback)
+    assert "error" not in client.text("err").lower(), procs.transcript()  # left quietly (the fixture: no traceback)
+
+
+async def test_a_server_whose_output_pipe_closed_stops_quietly(procs: ProcGroup) -> None:
+    chat = Chat(procs)
+    server = await chat.serve()
+    await server.expect_text("clients disappear after", "err")
+    assert server.process.stdout is not None
+    await server.process.stdout.aclose()  # `natchat serve | grep ...`, and grep was stopped
+    await chat.start_client("client1")  # the server's line for it cannot be written: it stops, as on SIGHUP
+    assert await server.wait(within=10) == 0, procs.transcript()
+    assert "error" not in server.text("err").lower(), procs.transcript()
