@@ -286,7 +286,7 @@ async def test_killed_client_disappears(procs: ProcGroup, chat: Chat) -> None:
 
 
 def _register(client_id: str, **extra: object) -> dict[str, object]:
-    return {"v": 2, "t": "register", "id": client_id, "priv": [HOST, 40000], **extra}
+    return {"v": 3, "t": "register", "id": client_id, "priv": [HOST, 40000], **extra}
 
 
 def _json(obj: object) -> bytes:
@@ -299,14 +299,14 @@ def malformed_datagrams() -> dict[str, bytes]:
     oversize = oversize[:-1] + b" " * (1500 - len(oversize)) + b"}"
     assert len(oversize) == 1500
     return {
-        "not UTF-8": b'{"v":2,"t":"register","id":"latin","priv":["127.0.0.1",40000],"x":"\xff\xfe"}',
+        "not UTF-8": b'{"v":3,"t":"register","id":"latin","priv":["127.0.0.1",40000],"x":"\xff\xfe"}',
         "binary": bytes(range(256)),
         "empty": b"",
-        "invalid JSON": b'{"v":2,"t":"register","id":"broken",',
+        "invalid JSON": b'{"v":3,"t":"register","id":"broken",',
         "not an object": b"[1, 2, 3]",
-        "unknown type": _json({"v": 2, "t": "hello", "id": "unknowntype"}),
-        "no type": _json({"v": 2, "id": "notype", "priv": [HOST, 40000]}),
-        "missing field": _json({"v": 2, "t": "register", "id": "nopriv"}),
+        "unknown type": _json({"v": 3, "t": "hello", "id": "unknowntype"}),
+        "no type": _json({"v": 3, "id": "notype", "priv": [HOST, 40000]}),
+        "missing field": _json({"v": 3, "t": "register", "id": "nopriv"}),
         "unknown field": _json(_register("extrafield", extra=1)),
         "oversize": oversize,
         "ID with a space": _json(_register("a b")),
@@ -316,7 +316,7 @@ def malformed_datagrams() -> dict[str, bytes]:
         "no version": _json({k: v for k, v in _register("noversion").items() if k != "v"}),
         "address not an IP": _json(_register("badpriv", priv=["example.com", 40000])),
         "port out of range": _json(_register("badport", priv=[HOST, 70000])),
-        "a message for clients": _json({"v": 2, "t": "alive", "ver": 0, "pub": [HOST, 1]}),
+        "a message for clients": _json({"v": 3, "t": "alive", "ver": 0, "pub": [HOST, 1]}),
     }
 
 
@@ -337,7 +337,7 @@ async def test_malformed_datagrams_are_dropped_silently(procs: ProcGroup, chat: 
         await server.expect_count(dropped, len(bad), within=10)
         # ... and answers none: the first reply this socket gets is to a (well-formed) keepalive sent after them
         await sock.sendto(
-            _json({"v": 2, "t": "keepalive", "id": "ghost", "token": "0" * 32, "ver": 0, "rtt": 0.0}), (HOST, chat.port)
+            _json({"v": 3, "t": "keepalive", "id": "ghost", "token": "0" * 32, "ver": 0, "rtt": 0.0}), (HOST, chat.port)
         )
         with trio.fail_after(5):
             data, source = await sock.recvfrom(4096)

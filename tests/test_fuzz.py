@@ -591,7 +591,7 @@ def test_error_reply_quoting_a_datagram_stays_under_the_limit() -> None:
     server = RendezvousServer()
     pub, priv = REAL["alice"]
     register(server, "alice", pub, priv, 0.0)
-    server.receive_datagram(b'{"v":2,"t":"' + b"\\u0001" * 190 + b'"}', pub, 1.0)
+    server.receive_datagram(b'{"v":3,"t":"' + b"\\u0001" * 190 + b'"}', pub, 1.0)
     assert "alice" in [p.id for p in server.peers()]
     (reply,) = [data for data, dst in server.datagrams_to_send() if dst == pub]
     assert len(reply) <= 400 and isinstance(wire.decode(reply), wire.Error)

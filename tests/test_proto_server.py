@@ -253,7 +253,7 @@ def test_punch_to_unknown_peer_is_an_error() -> None:
     srv = server()
     ta = register(srv, "a", A)
     replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="ghost", attempt=1, priv=PRIV, rtt=0.0), A, 1.0)
-    assert replies == [(wire.Error(code="unknown_peer", msg="ghost is not registered"), A)]
+    assert replies == [(wire.Error(code="unknown_peer", msg="ghost is not registered", peer="ghost"), A)]
 
 
 def test_capacity_refuses_registration_beyond_max_clients() -> None:

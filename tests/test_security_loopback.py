@@ -48,7 +48,7 @@ async def test_a_flood_from_one_address_does_not_stop_five_clients(procs: ProcGr
 
         async def flood() -> None:
             nonlocal sent
-            garbage = b'{"t":"keepalive","id":"c0","token":"ffffffffffffffffffffffffffffffff","ver":0,"rtt":0,"v":2}'
+            garbage = b'{"t":"keepalive","id":"c0","token":"ffffffffffffffffffffffffffffffff","ver":0,"rtt":0,"v":3}'
             with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, trio.move_on_after(FLOOD_SECONDS):
                 await sock.bind((HOST, 0))
                 target = (HOST, chat.port)

@@ -57,21 +57,21 @@ def test_every_message_round_trips_with_version_and_type(msg: wire.Message) -> N
     [
         (b"\xc3\x28", "not UTF-8"),
         (b"{", "truncated"),
-        (b'{"t":"chat","v":2}', "missing required field"),
+        (b'{"t":"chat","v":3}', "missing required field"),
         (b'{"t":"bye","id":"a"}', "missing required field `v`"),
         (b'{"t":"bye","v":1,"id":"a"}', "unsupported protocol version 1"),
-        (b'{"t":"bye","v":2,"id":"a","extra":1}', "unknown field"),
-        (b'{"t":"bye","v":2,"id":"has space"}', "regex"),
-        (b'{"t":"bye","v":2,"id":"' + b"a" * 33 + b'"}', "regex"),
-        (b'{"t":"bye","v":2,"id":""}', "regex"),
-        (b'{"t":"bye","v":2,"id":7}', "Expected `str`"),
+        (b'{"t":"bye","v":3,"id":"a","extra":1}', "unknown field"),
+        (b'{"t":"bye","v":3,"id":"has space"}', "regex"),
+        (b'{"t":"bye","v":3,"id":"' + b"a" * 33 + b'"}', "regex"),
+        (b'{"t":"bye","v":3,"id":""}', "regex"),
+        (b'{"t":"bye","v":3,"id":7}', "Expected `str`"),
         (
-            b'{"t":"register","v":2,"id":"a","priv":["10.0.0.300",1],"key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}',
+            b'{"t":"register","v":3,"id":"a","priv":["10.0.0.300",1],"key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}',
             "not an IP address",
         ),
-        (b'{"t":"register","v":2,"id":"a","priv":["10.0.0.3",1],"key":"AAEC"}', "length >= 32"),
-        (b'{"t":"register","v":2,"id":"a","priv":["10.0.0.3",70000]}', "<= 65535"),
-        (b'{"t":"steal","v":2}', "Invalid value 'steal'"),
+        (b'{"t":"register","v":3,"id":"a","priv":["10.0.0.3",1],"key":"AAEC"}', "length >= 32"),
+        (b'{"t":"register","v":3,"id":"a","priv":["10.0.0.3",70000]}', "<= 65535"),
+        (b'{"t":"steal","v":3}', "Invalid value 'steal'"),
         (b" " * 1201, "over 1200"),
     ],
 )
@@ -111,14 +111,14 @@ def test_garbage_never_escapes_and_never_costs_a_client(datagrams: list[bytes]) 
 @pytest.mark.parametrize(
     "bad",
     [
-        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a  b"}',
-        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":" a"}',
-        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a b "}',
-        '{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a,b"}',
-        '{"v":2,"t":"delta","ver":1,"changes":""}',
-        '{"v":2,"t":"delta","ver":1,"changes":"a"}',
-        '{"v":2,"t":"delta","ver":1,"changes":"+a b"}',
-        '{"v":2,"t":"delta","ver":1,"changes":"+a  -b"}',
+        '{"v":3,"t":"page","ver":1,"index":0,"count":1,"peers":"a  b"}',
+        '{"v":3,"t":"page","ver":1,"index":0,"count":1,"peers":" a"}',
+        '{"v":3,"t":"page","ver":1,"index":0,"count":1,"peers":"a b "}',
+        '{"v":3,"t":"page","ver":1,"index":0,"count":1,"peers":"a,b"}',
+        '{"v":3,"t":"delta","ver":1,"changes":""}',
+        '{"v":3,"t":"delta","ver":1,"changes":"a"}',
+        '{"v":3,"t":"delta","ver":1,"changes":"+a b"}',
+        '{"v":3,"t":"delta","ver":1,"changes":"+a  -b"}',
     ],
 )
 def test_id_and_change_lists_are_single_spaced_and_signed(bad: str) -> None:
@@ -127,7 +127,7 @@ def test_id_and_change_lists_are_single_spaced_and_signed(bad: str) -> None:
 
 
 def test_id_and_change_lists_split_back() -> None:
-    page = wire.decode(b'{"v":2,"t":"page","ver":1,"index":0,"count":1,"peers":"a b-c"}')
+    page = wire.decode(b'{"v":3,"t":"page","ver":1,"index":0,"count":1,"peers":"a b-c"}')
     assert isinstance(page, wire.ListPage) and page.ids() == ["a", "b-c"]
-    delta = wire.decode(b'{"v":2,"t":"delta","ver":4,"changes":"+a -b-c +-d"}')
+    delta = wire.decode(b'{"v":3,"t":"delta","ver":4,"changes":"+a -b-c +-d"}')
     assert isinstance(delta, wire.ListDelta) and delta.parsed() == [("a", False), ("b-c", True), ("-d", False)]

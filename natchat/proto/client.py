@@ -672,11 +672,11 @@ class ClientSession:
                 self._on_invite(peer, attempt, now)
             case wire.Relayed(src=src, data=data) if src in self._peers and self.config.path != "direct":
                 self._from_relay(src, data, now)
-            case wire.Error(code="unknown_peer", msg=text):
-                for link in self._links.values():
-                    if (link.phase in (Phase.ASKING, Phase.OPENING) or link.relayed) and link.peer in text.split():
-                        where = "the midPeer" if self._intro is self._mid else "the server"
-                        self._fail_all(link, f"not registered with {where}", now)
+            case wire.Error(code="unknown_peer", peer=peer):
+                link = self._links.get(peer) if peer is not None else None
+                if link is not None and (link.phase in (Phase.ASKING, Phase.OPENING) or link.relayed):
+                    where = "the midPeer" if self._intro is self._mid else "the server"
+                    self._fail_all(link, f"not registered with {where}", now)
             case _:
                 self.dropped += 1
 

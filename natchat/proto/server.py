@@ -359,7 +359,7 @@ class RendezvousServer:
         entry.rtt = msg.rtt
         peer = self._entries.get(msg.peer)
         if peer is None or peer is entry:
-            self._send(wire.Error(code="unknown_peer", msg=f"{msg.peer} is not registered"), addr)
+            self._send(wire.Error(code="unknown_peer", msg=f"{msg.peer} is not registered", peer=msg.peer), addr)
             return
         me = PeerInfo(entry.info.id, addr, msg.priv, entry.info.key)
         # Both first probes must cross between the NATs: name one moment for both, late enough for
@@ -401,7 +401,8 @@ class RendezvousServer:
         self._touch(entry, now)
         peer = self._entries.get(msg.dst)
         if peer is None or peer is entry:
-            self._send(wire.Error(code="unknown_peer", msg=f"{msg.dst} is not registered with the midPeer"), addr)
+            error = wire.Error(code="unknown_peer", msg=f"{msg.dst} is not registered with the midPeer", peer=msg.dst)
+            self._send(error, addr)
             return
         if not self._within_rate(msg.id, size, now):
             self.relay_limited += 1  # dropped without a word: the sender retransmits, more slowly

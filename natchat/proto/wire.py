@@ -15,8 +15,9 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
-PROTOCOL_VERSION: Final = 2
-"""2: the list carries IDs only; addresses and keys are looked up (``lookup``, ``details``)."""
+PROTOCOL_VERSION: Final = 3
+"""2: the list carries IDs only; addresses and keys are looked up (``lookup``, ``details``). 3: an
+``error`` about a peer names it in ``peer`` (clients never read IDs out of the text)."""
 MAX_DATAGRAM: Final = 1200
 """No datagram natchat sends is larger than this (bytes); larger incoming ones are rejected unread."""
 
@@ -249,6 +250,8 @@ class PunchGo(Message, tag="punch_go", frozen=True):
 class Error(Message, tag="error", frozen=True):
     code: Annotated[str, Meta(max_length=32)]
     msg: Annotated[str, Meta(max_length=300)]
+    peer: ClientId | None = None
+    """The peer the error is about (``unknown_peer``), None for the others: the text is for people."""
 
 
 # --- peer <-> peer ----------------------------------------------------------------------------------
