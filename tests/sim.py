@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from natchat.proto import wire
+from natchat.proto import seal, wire
 from natchat.proto.client import ClientConfig, ClientSession, CloseSocket, OpenSocket, Send
 from natchat.proto.events import ClientEvent, ServerEvent
 from natchat.proto.server import RendezvousServer
@@ -34,6 +34,7 @@ def tokens() -> Callable[[], str]:
 class Node:
     session: ClientSession
     site: str
+    keys: seal.KeyPair
     sockets: dict[int, Addr] = field(default_factory=dict)  # socket -> private address
     events: list[ClientEvent] = field(default_factory=list)
 
@@ -84,10 +85,11 @@ class Sim:
         port = next(self._ports)
         priv = Addr(f"192.168.{len(self.nodes) % 250}.2", port) if nat else Addr(site, port)
         midpeer = MIDPEER if self.midpeer_up else None
+        keys = seal.KeyPair()
         session = ClientSession(
-            client_id, SERVER, priv, config=config or self.config, midpeer=midpeer, rng=random.Random(port)
+            client_id, SERVER, priv, config=config or self.config, midpeer=midpeer, rng=random.Random(port), keys=keys
         )
-        node = Node(session, site, {0: priv})
+        node = Node(session, site, keys, {0: priv})
         self.nodes[client_id] = node
         if start:
             session.start(self.now)

@@ -209,7 +209,7 @@ def test_retransmitted_duplicates_are_not_shown_twice() -> None:
     sim.drop = lambda *_: False
     sim.run(3)
     assert chats(b) == ["From a [once]"]
-    assert a.session._links["b"].outbox == {}
+    assert a.session.unacknowledged("b") == []
 
 
 def test_undeliverable_message_reports_one_line_each_in_bounded_time() -> None:
@@ -364,9 +364,9 @@ def test_messages_too_far_ahead_are_not_acknowledged() -> None:
     sim.run(1)
     a.session.chat("b", "one", sim.now)
     sim.run(1)
-    stream = a.session._links["b"].stream
+    stream, _ = a.session.streams("b")
     far = wire.Chat(src="a", dst="b", stream=stream, base=1, seq=10_000, group=False, n=b"", box=b"")
-    far = a.session._seal(far, b"x")
+    far = a.session.seal(far, b"x")
     assert far is not None
     b.session.receive_datagram(wire.encode(far), MAIN, a.public(MAIN), sim.now)
     assert not [act for act in b.session.actions() if isinstance(act, Send)]

@@ -125,7 +125,7 @@ def test_altered_acknowledgements_and_probes_are_rejected() -> None:
     sim.step()
     forged_ack = msgspec.structs.replace(ack, seq=2, tag=bytes(tag))
     a.session.receive_datagram(wire.encode(forged_ack), MAIN, b.public(MAIN), sim.now)
-    assert 2 in a.session._links["b"].outbox and a.session.rejected == 1
+    assert 2 in a.session.unacknowledged("b") and a.session.rejected == 1
     # a forged probe from a new address opens no path there and is not answered
     probe = wire.Probe(src="b", dst="a", attempt=9, n=bytes(12), tag=bytes(16))
     elsewhere = Addr("10.0.0.66", 4444)
@@ -143,10 +143,10 @@ def test_a_registered_mallory_cannot_speak_for_another_peer() -> None:
     sim.run(1)
     a.session.chat("b", "hello b", sim.now)
     sim.run(1)
-    stream = b.session._links["a"].rx_stream
+    _, stream = b.session.streams("a")
     assert stream is not None
     # mallory has a key and a place in the list, and seals properly, but with its own key
-    keys = mallory.session._keyring.keys
+    keys = mallory.keys
     b_public = next(p.key for p in sim.server.peers() if p.id == "b")  # anyone registered may look it up
     for ids in (("mallory", "b"), ("a", "b")):  # under its own name, or under a's
         key = seal.pair_key(keys.private, b_public, *ids)
@@ -176,13 +176,13 @@ def test_a_peer_back_with_a_new_key_is_heard_and_the_old_key_no_longer_opens() -
     sim.run(1)
     again = sim.add("a", "10.0.0.1")  # a new session: a new key pair
     sim.run(1)
-    assert again.session._keyring.public != a.session._keyring.public
+    assert again.session.public_key != a.session.public_key
     assert b.session.details("a") is None  # a left: b forgot its key
     again.session.chat("b", "second", sim.now)
     sim.run(1)
     assert chats(b) == ["From a [first]", "From a [second]"]
     details = b.session.details("a")  # looked up again: the new session's key
-    assert details is not None and details.key == again.session._keyring.public
+    assert details is not None and details.key == again.session.public_key
     b.session.receive_datagram(old_chat, MAIN, again.public(MAIN), sim.now)  # sealed under the old session
     assert b.session.rejected == 1
 
@@ -199,12 +199,12 @@ def test_a_session_keeps_its_key_at_the_server() -> None:
     assert [(m.code, dst) for m, dst in replies if isinstance(m, wire.Error)] == [
         ("key_changed", Addr("10.0.0.66", 5555))
     ]
-    assert [p.key for p in sim.server.peers() if p.id == "a"] == [a.session._keyring.public]
+    assert [p.key for p in sim.server.peers() if p.id == "a"] == [a.session.public_key]
     assert not [m for m, _ in replies if isinstance(m, wire.Registered | wire.ListDelta)]
     # what every client looked up names each session's own key
     a.session.chat("b", "hello", sim.now)
     sim.run(1)
-    keys = {n.session.id: n.session._keyring.public for n in sim.nodes.values()}
+    keys = {n.session.id: n.session.public_key for n in sim.nodes.values()}
     for node, peer in ((a, "b"), (b, "a")):
         details = node.session.details(peer)
         assert details is not None and details.key == keys[peer]

@@ -367,7 +367,7 @@ def test_many_pairs_at_once_some_relayed_all_delivered() -> None:
     for b in nodes:
         expected = sorted(f"From {a.session.id} [{a.session.id}->{b.session.id}]" for a in nodes if a is not b)
         assert sorted(chats(b)) == expected
-    relayed = {(a.session.id, peer) for a in nodes for peer in a.session._links if a.session.path_kind(peer) == "relay"}
+    relayed = {(a.session.id, p) for a in nodes for p in a.session.peers() if a.session.path_kind(p) == "relay"}
     odd = {n.session.id for n in nodes if int(n.site[-1]) % 2 == 1}
     assert relayed == {
         (a.session.id, b.session.id) for a in nodes for b in nodes if a is not b and {a.session.id, b.session.id} & odd

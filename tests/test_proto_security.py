@@ -245,9 +245,10 @@ def test_datagrams_naming_unlooked_up_peers_cost_bounded_lookups() -> None:
             session.receive_datagram(wire.encode(forged), MAIN, VICTIM, now)
     asked = [p for a in session.actions() for p in (wire.decode(a.data).peers or [])]  # type: ignore[attr-defined]
     assert len(asked) == HELD_PEERS and len(set(asked)) == HELD_PEERS
-    assert len(session._held) == HELD_PEERS and all(len(h) == HELD_MAX for h in session._held.values())
+    held = session.held_for_keys()
+    assert len(held) == HELD_PEERS and all(n == HELD_MAX for n in held.values())
     # the server answers for the first: the held forgeries are opened, rejected, and dropped
     answer = wire.Details(q=0, ver=201, index=0, count=1, peers=[PeerInfo(asked[0], B, PRIV, PUB)])
     session.receive_datagram(wire.encode(answer), MAIN, server_addr, now)
-    assert asked[0] not in session._held and session.rejected == HELD_MAX
+    assert asked[0] not in session.held_for_keys() and session.rejected == HELD_MAX
     assert not [e for e in iter(session.next_event, None) if type(e).__name__ == "ChatReceived"]

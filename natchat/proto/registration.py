@@ -6,8 +6,12 @@ registers, keeps alive with warm-up (the first keepalives come sooner, for more 
 the round-trip time (from first transmissions only, as Karn says) and the offset of the server's clock
 (from the exchange with the shortest round trip, as NTP does), and notices when the server is lost.
 
-It sends through the callback it is given and reports what happened by return values; the
-:class:`~natchat.proto.client.ClientSession` turns those into events.
+It sends through the callback it is given and reports what happened by return values (typed:
+:class:`Control`, :class:`GaveUp`, :class:`Lost`); the :class:`~natchat.proto.client.ClientSession`
+turns those into events, differently for the server and for a midPeer.
+
+Owns: the registration state, the token, the public address seen, keepalive and retry timing, the
+round-trip and clock-offset estimates. May not: know about the list, peers or paths.
 """
 
 from __future__ import annotations
@@ -24,10 +28,59 @@ REGISTER_RETRY_MAX = 2.0
 cookie, then the registration), and on a lossy path retrying often is what gets it through."""
 
 
+REFUSALS = frozenset({"id_taken", "server_full", "secret_required", "bad_secret", "key_changed"})
+"""Errors that end a registration attempt for good."""
+SESSION_UNKNOWN = frozenset({"unknown_session", "bad_token"})
+"""Errors that say the server does not know this session (it restarted, or timed us out)."""
+
+
+_CONTROL = (wire.Registered, wire.Challenge, wire.Alive, wire.Bye)
+
+
+class Control(enum.Enum):
+    """What a control message from the server did to the registration (:meth:`Registration.on_control`)."""
+
+    JOINED = "registered"
+    CHALLENGED = "challenged"  # answered with a cookie: registering again with it
+    NEEDS_SECRET = "needs a secret"  # the server requires a secret we do not have: gave up
+    ALIVE = "alive"
+    BYE = "bye"
+    REFUSED = "refused"  # gave up for good; the error says why
+    FORGOTTEN = "forgotten"  # the server does not know our session: registering afresh
+    STALE = "stale"  # a control message we were not waiting for
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUp:
+    """The server never answered the first registration within ``register_within``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The server fell silent (registering again)."""
+
+    silent: float
+
+    @property
+    def reason(self) -> str:
+        return f"no answer from the server for {self.silent:.0f} s"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveUnanswered:
+    """The server did not acknowledge the deregistration within the time given."""
+
+
+LEAVE_RETRY = 0.1
+"""Seconds between deregistration retransmissions while leaving."""
+
+
 class RegState(enum.Enum):
     REGISTERING = "registering"
     REGISTERED = "registered"
     GAVE_UP = "gave up"  # never answered within ``register_within``, or refused
+    LEAVING = "leaving"  # deregistering
+    LEFT = "left"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +118,14 @@ class Registration:
         self.list_version = 0
         """Sent with keepalives: the registry version the client has (the session keeps it current)."""
         self.ever_registered = False
+        self.again = False
+        """The last registration was not the first (the server had been lost)."""
         self.answered = False
         """The server has answered at all (a challenge counts): it is there, so keep trying."""
         self._started_at = 0.0
         self._retry_at = 0.0
         self._retry_gap = 0.5
+        self._leave_by = 0.0
         self.last_heard = 0.0
         self._keepalive_at = 0.0
         self._keepalive_gap = 1.0
@@ -99,8 +155,10 @@ class Registration:
         self._register(now)
 
     def get_timer(self) -> float:
-        if self.state is RegState.GAVE_UP:
+        if self.state is RegState.GAVE_UP or self.state is RegState.LEFT:
             return float("inf")
+        if self.state is RegState.LEAVING:
+            return min(self._retry_at, self._leave_by)
         if self.state is RegState.REGISTERING:
             timer = self._retry_at
             if not self.answered and self.config.register_within is not None:
@@ -108,23 +166,63 @@ class Registration:
             return timer
         return min(self._keepalive_at, self.last_heard + self.lost_after)
 
-    def handle_timer(self, now: float) -> str | None:
-        """Retransmit or keep alive as due; returns why the server counts as lost, or "gave up"."""
+    def handle_timer(self, now: float) -> GaveUp | Lost | LeaveUnanswered | None:
+        """Retransmit or keep alive as due; says if the server never answered, fell silent, or did not
+        acknowledge the deregistration in time."""
         limit = self.config.register_within
-        if self.state is RegState.REGISTERING:
+        if self.state is RegState.LEAVING:
+            if now >= self._leave_by:
+                self.state = RegState.LEFT
+                return LeaveUnanswered()
+            if now >= self._retry_at:
+                self._send_leave(now)
+        elif self.state is RegState.REGISTERING:
             if not self.answered and limit is not None and now >= self._started_at + limit:
                 self.state = RegState.GAVE_UP
-                return "gave up"
+                return GaveUp()
             if now >= self._retry_at:
                 self._register(now)
         elif self.state is RegState.REGISTERED:
             silent = now - self.last_heard
             if silent >= self.lost_after:
                 self.lost(now)
-                return f"no answer from the server for {silent:.0f} s"
+                return Lost(silent)
             if now >= self._keepalive_at:
                 self._send_keepalive(now)
         return None
+
+    def on_control(self, msg: wire.AnyMessage, now: float) -> Control | None:
+        """A datagram from this server: what it did, if it is about the registration (None: it is not)."""
+        self.last_heard = now
+        if self.state is RegState.LEAVING or self.state is RegState.LEFT:
+            if isinstance(msg, wire.Bye) and self.state is RegState.LEAVING:
+                self.state = RegState.LEFT
+                return Control.BYE
+            ours = isinstance(msg, _CONTROL) or (isinstance(msg, wire.Error) and msg.code in REFUSALS | SESSION_UNKNOWN)
+            return Control.STALE if ours else None
+        match msg:
+            case wire.Registered():
+                return Control.JOINED if self.on_registered(msg, now) else Control.STALE
+            case wire.Challenge():
+                if self.state is not RegState.REGISTERING:
+                    return Control.STALE
+                return Control.CHALLENGED if self.on_challenge(msg, now) else Control.NEEDS_SECRET
+            case wire.Alive():
+                return Control.ALIVE if self.on_alive(msg, now) else Control.STALE
+            case wire.Bye():
+                return Control.STALE  # (only a leaving registration waits for one)
+            case wire.Error(code=code) if code in REFUSALS:
+                if self.state is not RegState.REGISTERING:
+                    return Control.STALE
+                self.give_up()
+                return Control.REFUSED
+            case wire.Error(code=code) if code in SESSION_UNKNOWN:
+                if not self.registered:
+                    return Control.STALE
+                self.forget_session(now)
+                return Control.FORGOTTEN
+            case _:
+                return None
 
     def on_registered(self, msg: wire.Registered, now: float) -> bool:
         """The server registered us; False if we were not asking (a stale duplicate)."""
@@ -135,6 +233,7 @@ class Registration:
         self._rtt_sample(now, msg.now)
         self.token, self.pub, self.state, self.relay = msg.token, msg.pub, RegState.REGISTERED, msg.relay
         self.keepalive = min(self.config.keepalive, msg.timeout / 3)
+        self.again = self.ever_registered
         self.ever_registered = self.answered = True
         self._warmup = 0.25
         self._keepalive_at = now + min(self._warmup, self.keepalive)
@@ -179,6 +278,26 @@ class Registration:
 
     def give_up(self) -> None:
         self.state = RegState.GAVE_UP
+
+    def leave(self, now: float, within: float) -> bool:
+        """Deregister, retrying until acknowledged or ``within`` seconds have passed; False if there is no
+        session to end (nothing is sent)."""
+        if self.token is None:
+            return False
+        self.state = RegState.LEAVING
+        self._leave_by = now + within
+        self._send_leave(now)
+        return True
+
+    def say_goodbye(self) -> None:
+        """Deregister once, without waiting for an answer (a midPeer, when the client leaves)."""
+        if self.token is not None:
+            self._send(wire.Deregister(id=self.id, token=self.token))
+
+    def _send_leave(self, now: float) -> None:
+        assert self.token is not None
+        self._send(wire.Deregister(id=self.id, token=self.token))
+        self._retry_at = now + LEAVE_RETRY
 
     def local_time(self, server_time: float, now: float) -> float:
         """``server_time`` on our clock; now, if the offset is unknown or the time is not in (now, now+2s)."""
