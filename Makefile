@@ -63,7 +63,7 @@ mininet-test: install mininet-deps
 fuzz: install
 	NATCHAT_FUZZ_EXAMPLES=1800 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
 
-## the performance benchmark (issue #7): a table, bench/results.json and bench/results.png; figure 6 needs root (Mininet)
+## the performance benchmark: a table, bench/results.json and bench/results.png; figure 6 needs root (Mininet)
 bench: install mininet-deps
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py

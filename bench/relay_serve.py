@@ -78,7 +78,6 @@ async def serve_natchat(args: argparse.Namespace) -> None:
                         "relay_limited": proto.relay_limited,
                         "rate_limited": proto.rate_limited,
                         "dropped": proto.dropped,
-                        "send_errors": shell.send_errors,
                         **dataclasses.asdict(shell.stats),
                     }
                 return {"error": f"unknown op {cmd['op']}"}

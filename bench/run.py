@@ -1,4 +1,4 @@
-"""``make bench``: how natchat's rendezvous server holds up as the number of clients grows (issue #7).
+"""``make bench``: how natchat's rendezvous server holds up as the number of clients grows.
 
 Every figure is measured against its reference in the same run, on this machine, as medians of several
 repetitions. The server runs in its own process (``bench/serve.py``: natchat's Trio server shell, or a
@@ -38,6 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from natchat.proto import wire  # noqa: E402
+from natchat.proto.peerlist import PeerList  # noqa: E402
 
 HOST = "127.0.0.1"
 KEEPALIVE_INTERVAL = 10.0
@@ -278,22 +279,17 @@ def figure1(
 
 @dataclass(slots=True)
 class Tracked:
-    """A simulated client that keeps its list as natchat's client does (pages, versioned deltas, a
-    ``sync`` on a gap, when a keepalive answer shows a newer version, or when no list followed
-    ``registered`` within a second)."""
+    """A simulated client that keeps its list as natchat's client does: with natchat's own
+    :class:`~natchat.proto.peerlist.PeerList` (pages, versioned deltas, a ``sync`` on a gap, when a
+    keepalive answer shows a newer version, or when no list followed ``registered`` within a second)."""
 
     i: int
     token: str | None = None
-    ver: int | None = None
-    ver_at: float = 0.0
-    peers: dict[str, None] = field(default_factory=dict)  # the list: IDs, in registration order
-    pages: dict[int, list[str]] = field(default_factory=dict)
-    pages_key: tuple[int, int] | None = None
+    plist: PeerList = field(default_factory=PeerList)
+    ver_at: float = 0.0  # when the list last moved to a new version
     snapshot_ver: int | None = None
     register_sent: float = 0.0
     keepalive_at: float = 0.0
-    sync_at: float = 0.0
-    list_by: float | None = None  # ask for the list if none has come by then
     deltas: int = 0
     pages_received: int = 0
     syncs: int = 0
@@ -322,57 +318,37 @@ class Storm:
         self.received += 1
         self.largest = max(self.largest, len(data))
         msg = _decode(data)
-        cid = f"c{c.i}"
+        before = c.plist.ver
         match msg:
             case wire.Challenge(cookie=cookie):
                 self.send(c.i, register_bytes(c.i, self.socks.ports[c.i], cookie))
             case wire.Registered(token=token):
                 c.token = token
                 c.keepalive_at = now + 1.0
-                c.list_by = now + 1.0
-            case wire.ListPage(ver=ver, index=index, count=count):
+                c.plist.registered(now)
+            case wire.ListPage():
                 c.pages_received += 1
-                if c.pages_key != (ver, count):
-                    if c.pages_key is not None and c.pages_key[0] > ver:
-                        return
-                    c.pages_key, c.pages = (ver, count), {}
-                c.pages[index] = msg.ids()
-                if len(c.pages) == count:
-                    c.peers = dict.fromkeys(cid for k in range(count) for cid in c.pages[k])
-                    c.pages_key, c.pages = None, {}
-                    c.ver, c.ver_at, c.list_by = ver, now, None
-                    if c.snapshot_ver is None:
-                        c.snapshot_ver = ver
-            case wire.ListDelta(ver=first):
+                if c.plist.on_page(msg) is not None and c.snapshot_ver is None:
+                    c.snapshot_ver = c.plist.ver
+            case wire.ListDelta():
                 c.deltas += 1
-                if c.ver is None:
-                    return
-                for ver, (peer, gone) in enumerate(msg.parsed(), start=first):
-                    if ver <= c.ver:
-                        continue
-                    if ver != c.ver + 1:
-                        self.sync(c, now)
-                        break
-                    c.ver, c.ver_at = ver, now
-                    if gone:
-                        c.peers.pop(peer, None)
-                    else:
-                        c.peers[peer] = None
+                if c.plist.on_delta(msg).gap:
+                    self.sync(c, now)
             case wire.Alive(ver=ver):
-                if c.ver is not None and ver != c.ver:
+                if c.plist.ver is not None and c.plist.behind(ver):
                     self.sync(c, now)
             case wire.Error():
                 self.errors += 1
             case _:
                 pass
-        del cid
+        if c.plist.ver != before:
+            c.ver_at = now
 
     def sync(self, c: Tracked, now: float) -> None:
-        if c.token is None or now < c.sync_at:
+        if c.token is None or (since := c.plist.sync(now)) is None:
             return
-        c.sync_at = now + 1.0
         c.syncs += 1
-        self.send(c.i, wire.encode(wire.Sync(id=f"c{c.i}", token=c.token, since=c.ver or 0)))
+        self.send(c.i, wire.encode(wire.Sync(id=f"c{c.i}", token=c.token, since=since)))
 
     def run(self, *, spread: float, limit: float) -> dict[str, Any]:
         socks, n = self.socks, self.n
@@ -423,10 +399,9 @@ class Storm:
                     self.send(c.i, self.registers[c.i])
                 elif c.token is not None and now >= c.keepalive_at:
                     c.keepalive_at = now + 1.0
-                    self.send(c.i, keepalive_bytes(f"c{c.i}", c.token, c.ver or 0))
-                if c.list_by is not None and now >= c.list_by and c.ver is None:
-                    c.list_by = None
-                    self.sync(c, now)  # since 0: the whole list
+                    self.send(c.i, keepalive_bytes(f"c{c.i}", c.token, c.plist.ver or 0))
+                if c.plist.sync_due(now):
+                    self.sync(c, now)  # no list came after registering (since 0: the whole list), or a lost sync
             if sent == n and final is None and now >= next_check:
                 next_check = now + 0.5
                 stats = self.srv.ask("stats")
@@ -447,13 +422,13 @@ class Storm:
                             self.send(i, self.registers[i])
             if final is not None:
                 for c in self.clients.values():
-                    if c.i not in converged and c.ver == final_ver:
+                    if c.i not in converged and c.plist.ver == final_ver:
                         converged[c.i] = c.ver_at
                 if len(converged) == len(self.clients):
                     break
         epoll.close()
         after = self.srv.ask("stats")
-        agree = sum(1 for i in converged if final is not None and list(self.clients[i].peers) == final)
+        agree = sum(1 for i in converged if final is not None and list(self.clients[i].plist.ids) == final)
         changes_seen = sum(final_ver - (c.snapshot_ver or final_ver) for c in self.clients.values())
         deltas = sum(c.deltas for c in self.clients.values())
         sent_datagrams = after["datagrams"] - before["datagrams"]

@@ -93,12 +93,11 @@ async def serve_natchat(args: argparse.Namespace) -> None:
                             "version": proto.version,
                             "rss": rss_bytes(),
                             "dropped": proto.dropped,
-                            "send_errors": shell.send_errors,
                             **dataclasses.asdict(shell.stats),
                         }
                     case "prefill":
                         prefill(proto, cmd["n"], cmd.get("first", 0), trio.current_time(), cmd.get("ports"))
-                        shell.sweep_scope.deadline = proto.get_timer() or shell.sweep_scope.deadline
+                        shell.timer.arm(proto.get_timer())
                         return {"registered": len(proto.peers())}
                     case "peers":  # the registry, as every client's list should end up
                         return [[p.id, msgspec.json.encode(p).decode()] for p in proto.peers()]

@@ -92,7 +92,7 @@ def serve_command(
             help="One JSON object per event instead of the human lines (docs/EVENTS.md).",
         ),
     ] = False,
-    # --- issue 5: mapping probes (natchat/probe.py) ---
+    # --- mapping probes (natchat/probe.py) ---
     probe: Annotated[
         bool,
         typer.Option(
@@ -111,7 +111,7 @@ def serve_command(
             help="Second UDP port for the probes' NAT classification (0: any free port).",
         ),
     ] = None,
-    # --- issue 4: the midPeer relay ---
+    # --- the midPeer relay ---
     midpeer: Annotated[
         bool,
         typer.Option(
@@ -363,7 +363,7 @@ def join_command(
     raise typer.Exit(trio.run(main))
 
 
-# --- issue 5: natchat probe-mapping (natchat/probe.py, natchat/proto/probe.py, docs/PROBE.md) ---
+# --- natchat probe-mapping (natchat/probe.py, natchat/proto/probe.py, docs/PROBE.md) ---
 
 
 @app.command("probe-mapping")

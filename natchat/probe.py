@@ -13,8 +13,8 @@ Both only move bytes and sleep; every decision is made by the sans-I/O objects i
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import math
 import resource
 import socket
 from collections.abc import Callable
@@ -35,6 +35,7 @@ from .proto.probe import (
 )
 from .proto.wire import Addr
 from .shell import SocketsShell
+from .timer import TimerLoop
 
 # --- server side --------------------------------------------------------------------------------------
 
@@ -46,8 +47,7 @@ class ProbeService:
     def __init__(self, responder: ProbeResponder, main: trio.socket.SocketType, alt: trio.socket.SocketType):
         self.responder = responder
         self.sockets: dict[Via, trio.socket.SocketType] = {"main": main, "alt": alt}
-        self.timer_scope = trio.CancelScope()
-        self.send_errors = 0
+        self.timer = TimerLoop()
 
     @property
     def alt_port(self) -> int:
@@ -69,21 +69,17 @@ class ProbeService:
             await self.flush()
 
     async def timer_loop(self) -> None:
-        while True:
-            with self.timer_scope:
-                await trio.sleep_forever()
-            self.timer_scope = trio.CancelScope()
-            self.responder.handle_timer(trio.current_time())
-            await self.flush()
+        await self.timer.run(self._on_timer)
+
+    async def _on_timer(self) -> None:
+        self.responder.handle_timer(trio.current_time())
+        await self.flush()
 
     async def flush(self) -> None:
         for data, addr, via in self.responder.datagrams_to_send():
-            try:
+            with contextlib.suppress(OSError):  # lost, as on the wire: the prober's deadlines cope with that
                 await self.sockets[via].sendto(data, sockaddr_for(self.sockets[via].family, addr))
-            except OSError:
-                self.send_errors += 1
-        timer = self.responder.get_timer()
-        self.timer_scope.deadline = math.inf if timer is None else timer
+        self.timer.arm(self.responder.get_timer())
 
 
 async def bind_probe_port(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .proto.events import Dropped, ServerEvent
 from .proto.probe import is_probe_message
 from .proto.server import RELAY_BYTES, RELAY_RATE, RendezvousServer
 from .proto.wire import Addr
+from .timer import TimerLoop
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,7 @@ class _Shell:
         self.family = sock.family
         self.emit = emit
         self.probes = probes
-        self.sweep_scope = trio.CancelScope()
-        self.send_errors = 0
+        self.timer = TimerLoop()
         self.stats = SendStatistics()
         self._wake = trio.Event()  # set when the protocol may have datagrams to send
         self.backlog = 0
@@ -138,19 +137,17 @@ class _Shell:
         return Addr(host, source[1])
 
     async def sweeper(self) -> None:
-        while True:
-            with self.sweep_scope:
-                await trio.sleep_forever()
-            self.sweep_scope = trio.CancelScope()
-            self.proto.handle_timer(trio.current_time())
-            self._collect()
+        await self.timer.run(self._on_timer)
+
+    async def _on_timer(self) -> None:
+        self.proto.handle_timer(trio.current_time())
+        self._collect()
 
     def _collect(self) -> None:
         """Emit the protocol's events, move the sweeper's deadline, and wake the sender."""
         while (event := self.proto.next_event()) is not None:
             self.emit(event)
-        timer = self.proto.get_timer()
-        self.sweep_scope.deadline = math.inf if timer is None else timer
+        self.timer.arm(self.proto.get_timer())
         self._wake.set()
 
     async def _send_loop(self, raw: socket.socket) -> None:
@@ -174,13 +171,13 @@ class _Shell:
             self._caught_up.set()
 
     def _send_now(self, raw: socket.socket, data: bytes, addr: Addr) -> bool:
-        """Send one datagram (a failure is counted); False if it must wait for the socket."""
+        """Send one datagram (one that cannot be sent is lost, as on the wire); False if it must wait for
+        the socket."""
         try:
             raw.sendto(data, sockaddr_for(self.family, addr))
         except BlockingIOError:
             return False
         except OSError:
-            self.send_errors += 1
             return True
         self.stats.datagrams += 1
         self.stats.bytes += len(data)

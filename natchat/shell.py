@@ -1,14 +1,14 @@
 """The Trio shell for a sans-I/O object that owns several UDP sockets (the chat client, the prober).
 
 It moves bytes and sleeps; the object decides everything. One receiver task per socket feeds
-``receive_datagram``; a timer task sleeps until ``get_timer`` (a cancel scope whose deadline every
-flush moves) and calls ``handle_timer``; :meth:`SocketsShell.flush` carries out the object's
+``receive_datagram``; a :class:`~natchat.timer.TimerLoop` sleeps until ``get_timer`` (every flush moves
+the deadline) and calls ``handle_timer``; :meth:`SocketsShell.flush` carries out the object's
 :mod:`~natchat.proto.actions` and then calls the owner's ``after_flush`` (to show events, or to stop).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +18,7 @@ import trio
 from .net import UDP_RECV_SIZE, bind_udp, sockaddr_for, to_addr
 from .proto.actions import Action, CloseSocket, OpenSocket, Send
 from .proto.wire import Addr
+from .timer import TimerLoop
 
 
 class SocketOwner(Protocol):
@@ -62,12 +63,11 @@ class SocketsShell:
         self.after_flush = after_flush
         self.sockets: dict[int, trio.socket.SocketType] = {}
         self._receivers: dict[int, trio.CancelScope] = {}
-        self._timer_scope = trio.CancelScope()
-        self.send_errors = 0
+        self._timer = TimerLoop()
 
     async def start(self) -> None:
         """Start the timer task and carry out what the owner asked for so far."""
-        self.nursery.start_soon(self._timer_loop)
+        self.nursery.start_soon(self._timer.run, self._on_timer)
         await self.flush()
 
     async def add_socket(self, sock_id: int, sock: trio.socket.SocketType) -> None:
@@ -90,13 +90,9 @@ class SocketsShell:
                 self.owner.receive_datagram(data, sock_id, to_addr(source), trio.current_time())
                 await self.flush()
 
-    async def _timer_loop(self) -> None:
-        while True:
-            with self._timer_scope:
-                await trio.sleep_forever()
-            self._timer_scope = trio.CancelScope()
-            self.owner.handle_timer(trio.current_time())
-            await self.flush()
+    async def _on_timer(self) -> None:
+        self.owner.handle_timer(trio.current_time())
+        await self.flush()
 
     async def flush(self) -> None:
         """Carry out the owner's actions, call ``after_flush``, and re-arm the timer."""
@@ -112,15 +108,13 @@ class SocketsShell:
                     case CloseSocket(sock=sock_id):
                         self._close_socket(sock_id)
         self.after_flush()
-        timer = self.owner.get_timer()
-        self._timer_scope.deadline = math.inf if timer is None else timer
+        self._timer.arm(self.owner.get_timer())
 
     async def _send(self, sock_id: int, data: bytes, addr: Addr) -> None:
         if (sock := self.sockets.get(sock_id)) is not None:
-            try:
+            # unreachable (now, or from this socket's family): lost; the owner retries or gives up
+            with contextlib.suppress(OSError):
                 await sock.sendto(data, sockaddr_for(sock.family, addr))
-            except OSError:  # unreachable (now, or from this socket's family): lost; the owner retries or gives up
-                self.send_errors += 1
 
     async def _send_at(self, action: Send, at: float) -> None:
         """Send at ``at`` to within microseconds: sleep until just before, then spin."""

@@ -32,7 +32,9 @@ def test_quick_relay_benchmark_runs_and_measures_sanely() -> None:
     for kind in ("natchat", "bare", "raw"):
         assert result[f"{kind}_per_s"] > 0
         assert len(result["rates"][kind]) == result["rounds"]
-        assert result["lost"][kind] >= 0
+        # a few datagrams in flight per pair on loopback never fill a socket buffer, and late arrivals are
+        # counted: anything missing was dropped by the relay (or the loop), which must not happen here
+        assert result["lost"][kind] == 0, result["lost"]
         assert result["forwarded_intact"][kind]  # natchat's relayed carries the sender's chat unchanged
     assert result["ratio"] > 0 and len(result["ratios"]) == result["rounds"]
     assert 300 <= result["relay_datagram_bytes"] <= 1200

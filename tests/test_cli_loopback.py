@@ -525,7 +525,7 @@ async def test_chat_resumes_on_a_path_up_before_the_server_restarted(procs: Proc
     await receiver.expect_count("From client1 [after]", 1, within=6)
 
 
-# --- seed parity (issue 8): @all, @help, --max-clients, --json ------------------------------------------------
+# --- seed parity: @all, @help, --max-clients, --json ------------------------------------------------
 
 
 async def test_all_goes_to_everyone_else_marked_as_to_all(procs: ProcGroup, chat: Chat) -> None:

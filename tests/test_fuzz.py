@@ -1,4 +1,4 @@
-"""Fuzzing (issue #6): the decoder, the registry and the client session fed generated and mutated datagrams.
+"""Fuzzing: the decoder, the registry and the client session fed generated and mutated datagrams.
 
 Hypothesis generates valid messages of every type and mutates them: bit flips, byte changes,
 truncation, insertion, splicing, invalid UTF-8, field swaps, dropped and unknown fields, type confusion

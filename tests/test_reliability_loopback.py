@@ -1,4 +1,4 @@
-"""Leaving when the terminal closes, on loopback with a real pseudo-terminal (issue #6).
+"""Leaving when the terminal closes, on loopback with a real pseudo-terminal.
 
 ``tests/test_cli_loopback.py::test_leaving_deregisters`` already proves that end of input, SIGINT (Ctrl-C),
 SIGTERM and a SIGHUP sent by hand each deregister a client. What it does not do is close a *terminal*:

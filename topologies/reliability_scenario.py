@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""natchat's reliability across real Linux NATs (issue #6): loss, a server restart, NAT rebinding, leaving.
+"""natchat's reliability across real Linux NATs: loss, a server restart, NAT rebinding, leaving.
 
     /usr/bin/python3 topologies/reliability_scenario.py [--messages 30] [--losses 10,30] [--demo]
                                                         [--json results.json] [--transcript F]

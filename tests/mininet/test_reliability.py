@@ -1,4 +1,4 @@
-"""natchat's reliability across real Linux NATs (issue #6): loss, server restart, NAT rebinding, leaving.
+"""natchat's reliability across real Linux NATs: loss, server restart, NAT rebinding, leaving.
 
 Runs topologies/reliability_scenario.py (see its docstring; about a minute): 10 % and 30 % loss at every
 NAT crossing with 30 numbered messages each way, a SIGKILLed and restarted server, nat1's conntrack
