@@ -36,14 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from natchat.net import bind_udp, to_addr
 from natchat.proto import wire
 from natchat.proto.events import Disappeared, ServerEvent
-from natchat.proto.server import RendezvousServer, _Entry
+from natchat.proto.server import RendezvousServer
 from natchat.server import _Shell
 
 
 def prefill(proto: RendezvousServer, n: int, first: int, now: float, ports: list[int] | None) -> None:
-    """Add clients ``c{first}`` ... as ``_on_register`` adds a new one (fresh objects, as decoding makes
-    them), skipping only the delta to everyone else. Without ``ports``, public addresses are spread over
-    127.1.0.0/16 where nothing listens (deltas to them are sent and dropped by the kernel)."""
+    """Add clients ``c{first}`` ... as a registration adds a new one (fresh objects, as decoding makes
+    them), skipping only the delta to everyone else (``Registry.preload``). Without ``ports``, public
+    addresses are spread over 127.1.0.0/16 where nothing listens (deltas to them are sent and dropped by the kernel)."""
     for i in range(first, first + n):
         cid = f"c{i}"
         if ports is not None:
@@ -52,10 +52,7 @@ def prefill(proto: RendezvousServer, n: int, first: int, now: float, ports: list
             pub = to_addr((f"127.1.{(i >> 8) & 255}.{i & 255}", 20000 + (i >> 16)))
         priv = wire.Addr(f"192.168.{(i >> 8) & 255}.{i & 255}", 10081)
         key = i.to_bytes(32, "big")  # a public key: 32 bytes of its own, as decoding makes it
-        entry = _Entry(wire.PeerInfo(cid, pub, priv, key), token_of(i), now)
-        proto._entries[cid] = entry
-        proto._expiry[cid] = None
-        proto._by_addr[pub] = cid
+        proto.registry.preload(wire.PeerInfo(cid, pub, priv, key), token_of(i), now)
 
 
 def token_of(i: int) -> str:
@@ -102,7 +99,7 @@ async def serve_natchat(args: argparse.Namespace) -> None:
                     case "peers":  # the registry, as every client's list should end up
                         return [[p.id, msgspec.json.encode(p).decode()] for p in proto.peers()]
                     case "tokens":
-                        return {cid: entry.token for cid, entry in proto._entries.items()}
+                        return {p.id: proto.registry.token(p.id) for p in proto.peers()}
                     case "disappeared":
                         return disappeared
                     case "clock":

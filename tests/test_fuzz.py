@@ -417,16 +417,17 @@ class Registry:
         self.last_keepalive = self.now
 
     def check(self, context: str) -> None:
-        srv: Any = self.server  # its private tables are what must stay bounded
+        srv = self.server  # its tables are what must stay bounded
         registry = {p.id: p for p in srv.peers()}
         for cid, (pub, priv) in REAL.items():
             assert cid in registry and registry[cid].pub == pub and registry[cid].priv == priv, f"{cid}: {context}"
-            assert srv._entries[cid].token == self.tokens[cid], context
-        assert len(srv._entries) <= MAX_CLIENTS, context
-        assert len(srv._expiry) == len(srv._entries), context
-        assert len(srv._by_addr) <= len(srv._entries), context
-        assert len(srv._log) <= DELTA_LOG and srv.version >= len(srv._log), context
-        assert all(rv.expires <= self.now + PUNCH_RENDEZVOUS_TTL for rv in srv._rendezvous.values()), context
+            assert srv.registry.token(cid) == self.tokens[cid], context
+        sizes = srv.registry.sizes()
+        assert sizes["entries"] <= MAX_CLIENTS, context
+        assert sizes["expiry"] == sizes["entries"], context
+        assert sizes["by_addr"] <= sizes["entries"], context
+        assert sizes["log"] <= DELTA_LOG and srv.version >= sizes["log"], context
+        assert all(expires <= self.now + PUNCH_RENDEZVOUS_TTL for expires in srv.broker.expiries()), context
 
     def feed(self, data: bytes, source: Addr, dt: float) -> None:
         context = f"datagram {data!r} from {source} at {self.now:.3f}"
@@ -484,8 +485,8 @@ def test_registry_keeps_its_clients_and_its_bounds_under_fuzz() -> None:
     # Let every punching rendezvous expire (the real clients keep alive meanwhile): nothing is left.
     for _ in range(int(PUNCH_RENDEZVOUS_TTL) + 2):
         reg.feed(b"", ATTACKERS[0], 1.0)
-    srv: Any = reg.server
-    assert not srv._rendezvous, f"{len(srv._rendezvous)} punching rendezvous outlived their TTL"
+    srv = reg.server
+    assert not srv.broker.expiries(), f"{len(srv.broker.expiries())} punching rendezvous outlived their TTL"
     # Memory: the last few thousand datagrams again, traced: what natchat still holds of them is bounded.
     again = list(reg.recent)
     tracemalloc.start()
@@ -497,9 +498,10 @@ def test_registry_keeps_its_clients_and_its_bounds_under_fuzz() -> None:
         tracemalloc.stop()
     held = sum(stat.size for stat in snapshot.statistics("filename"))
     assert held <= NATCHAT_MEMORY_BUDGET, f"natchat kept {held} bytes of {len(again)} datagrams"
+    log = srv.registry.sizes()["log"]
     print(
         f"\nfuzz: registry fed {fed['registry']} datagrams in {time.perf_counter() - started:.1f} s "
-        f"({len(srv._entries)} entries, delta log {len(srv._log)}, {len(reg.learnt)} attacker sessions made "
+        f"({len(srv.peers())} entries, delta log {log}, {len(reg.learnt)} attacker sessions made "
         f"{reg.authentic_sent} valid requests ({reg.punch_requests} punch); "
         f"natchat kept {held / 2**10:.0f} KiB of the last {len(again)})"
     )

@@ -483,11 +483,10 @@ def test_a_client_whose_list_was_lost_asks_for_it() -> None:
 def test_show_list_says_what_the_busy_server_said(monkeypatch: pytest.MonkeyPatch) -> None:
     import natchat.proto.server as server_module
 
+    monkeypatch.setattr(server_module, "SHOW_PAGES_RATE", 0.0)  # the server-wide budget is spent, for good
     sim = Sim()
     a = sim.add("a")
     sim.run(1)
-    monkeypatch.setattr(server_module, "SHOW_PAGES_RATE", 0.0)
-    sim.server._show_pages.datagrams = 0.0  # the server-wide budget is spent
     a.session.show_list(sim.now)
     sim.run(7)
     assert [e.message for e in a.events if isinstance(e, Notice)] == [

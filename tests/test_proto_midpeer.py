@@ -134,7 +134,7 @@ def test_relay_state_is_forgotten_with_the_client() -> None:
     token_b = register(srv, "b", B)
     feed(srv, relay("a", token_a, "b", hello()), A, 1.0)
     feed(srv, wire.Deregister(id="b", token=token_b), B, 2.0)
-    assert srv._relaying == {"a": set()} and "b" not in srv._buckets
+    assert srv.relay_gate.relaying() == {"a": frozenset()} and "b" not in srv.relay_gate.metered()
 
 
 # --- the client's paths -------------------------------------------------------------------------------
@@ -380,5 +380,5 @@ def test_a_relay_rate_above_the_source_rate_raises_it() -> None:
     from natchat.proto.server import SOURCE_RATE
 
     srv = RendezvousServer(relay=True, relay_rate=1000.0)
-    assert srv._limiter.rate == 2000.0 > SOURCE_RATE
-    assert RendezvousServer(relay=True)._limiter.rate == SOURCE_RATE
+    assert srv.source_rate == 2000.0 > SOURCE_RATE
+    assert RendezvousServer(relay=True).source_rate == SOURCE_RATE
