@@ -311,6 +311,8 @@ class WindowBudget:
         """Take up to ``n`` units for ``key`` at ``now``; returns how many were granted (0 to ``n``)."""
         granted = min(n, self.left(key, now))
         self.refused += n - granted
+        if key in self._keys:
+            self._keys.move_to_end(key)  # a key that keeps asking is the last to be forgotten
         if granted <= 0:
             return 0
         grants = self._keys.pop(key, None) or deque()
