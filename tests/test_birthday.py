@@ -89,9 +89,11 @@ def test_classify_compares_the_public_addresses_one_socket_got_toward_the_two_se
     assert classify(None, None) is UNKNOWN
 
 
-def expected_plan(a: MappingKind, b: MappingKind, a_willing: bool, b_willing: bool, relay: bool) -> Plan:
+def expected_plan(
+    a: MappingKind, b: MappingKind, a_willing: bool, b_willing: bool, relay: bool, same_host: bool
+) -> Plan:
     """The table of docs/BIRTHDAY_DRAFT.md, written out case by case."""
-    if UNKNOWN in (a, b) or (a, b) == (EI, EI):
+    if same_host or UNKNOWN in (a, b) or (a, b) == (EI, EI):
         return Plan(Strategy.SCHEDULED)
     if (a, b) == (ED, ED):
         return Plan(Strategy.RELAY if relay else Strategy.SCHEDULED)
@@ -100,16 +102,16 @@ def expected_plan(a: MappingKind, b: MappingKind, a_willing: bool, b_willing: bo
     return Plan(Strategy.BIRTHDAY, hard=Side.A if a is ED else Side.B)
 
 
-CASES = list(itertools.product(MappingKind, MappingKind, (True, False), (True, False), (True, False)))
+CASES = list(itertools.product(MappingKind, MappingKind, *[(True, False)] * 4))
 
 
-@pytest.mark.parametrize(("a", "b", "a_willing", "b_willing", "relay"), CASES)
+@pytest.mark.parametrize(("a", "b", "a_willing", "b_willing", "relay", "same_host"), CASES)
 def test_strategy_table_is_complete_and_symmetric(
-    a: MappingKind, b: MappingKind, a_willing: bool, b_willing: bool, relay: bool
+    a: MappingKind, b: MappingKind, a_willing: bool, b_willing: bool, relay: bool, same_host: bool
 ) -> None:
-    plan = choose(a, b, a_willing=a_willing, b_willing=b_willing, relay=relay)
-    assert plan == expected_plan(a, b, a_willing, b_willing, relay)
-    mirrored = choose(b, a, a_willing=b_willing, b_willing=a_willing, relay=relay)
+    plan = choose(a, b, a_willing=a_willing, b_willing=b_willing, relay=relay, same_host=same_host)
+    assert plan == expected_plan(a, b, a_willing, b_willing, relay, same_host)
+    mirrored = choose(b, a, a_willing=b_willing, b_willing=a_willing, relay=relay, same_host=same_host)
     assert mirrored.strategy is plan.strategy
     assert mirrored.hard == (plan.hard.other if plan.hard else None)
     roles = {plan.role(Side.A), plan.role(Side.B)}
@@ -128,6 +130,7 @@ def test_the_named_cases_of_the_issue() -> None:
     assert choose(ED, ED) == Plan(Strategy.RELAY)  # at once, nothing sprayed
     assert choose(UNKNOWN, ED) == Plan(Strategy.SCHEDULED)  # an unknown side is never asked to spray
     assert choose(EI, ED, a_willing=False) == Plan(Strategy.SCHEDULED)  # --no-spray
+    assert choose(ED, ED, same_host=True) == Plan(Strategy.SCHEDULED)  # one NAT: the LAN path, as today
     assert Plan(Strategy.BIRTHDAY, hard=Side.B).role(Side.A) is Role.SPRAY
 
 

@@ -165,12 +165,15 @@ def choose(
     a_willing: bool = True,
     b_willing: bool = True,
     relay: bool = True,
+    same_host: bool = False,
 ) -> Plan:
     """The strategy for a pair whose sides reported mapping kinds ``a`` and ``b``.
 
     ``*_willing``: that side takes part in birthday attempts (false with ``--no-spray``: it neither sprays
     nor fans out). ``relay``: the introducer relays (else a pair of hard sides is scheduled as today,
-    which fails as today; a port-preserving "hard" NAT may still let it through).
+    which fails as today; a port-preserving "hard" NAT may still let it through). ``same_host``: both
+    were seen at the same public IP (the same NAT, or a carrier-grade NAT they share): today's punch,
+    which probes the private addresses first, whatever the kinds (the LAN needs no NAT to be punched).
 
     Both easy, or either unknown: today's punch (an unknown side may be an old client or one that
     learned nothing; it is never asked to spray). One hard and one easy, both willing: birthday, with the
@@ -180,7 +183,7 @@ def choose(
     """
     dependent = MappingKind.ENDPOINT_DEPENDENT
     independent = MappingKind.ENDPOINT_INDEPENDENT
-    if MappingKind.UNKNOWN in (a, b):
+    if same_host or MappingKind.UNKNOWN in (a, b):
         return Plan(Strategy.SCHEDULED)
     if a is dependent and b is dependent:
         return Plan(Strategy.RELAY) if relay else Plan(Strategy.SCHEDULED)
