@@ -378,6 +378,12 @@ def test_show_list_marks_only_changed_identities() -> None:
     assert ev.show_list_line(line, ids.listed("bob", BOB.public, T2)) == line  # the assignment's line, exact
     assert ev.show_list_line("carol 10.0.0.2:1", ids.listed("carol", ALICE.public, T1)) == "carol 10.0.0.2:1"
     assert ev.show_list_line(line, ids.listed("bob", MALLORY.public, T2)) == line + " [identity changed]"
+    # from what the session saw (the list pages need not carry identities)
+    assert ev.show_list_line(line, None) == line
+    ids.observe(*details(BOB, RUN2, T2))
+    assert ev.show_list_line(line, ids.seen("bob").status) == line
+    ids.observe(*details(MALLORY, EVIL, T2))
+    assert ev.show_list_line(line, ids.seen("bob").status) == line + " [identity changed]"
 
 
 def test_own_identity_event() -> None:

@@ -264,10 +264,12 @@ def trust(ids: PeerIdentities, peer_id: str) -> tuple[Trusted | NothingToTrust, 
 CHANGED_MARK = " [identity changed]"
 
 
-def show_list_line(line: str, verdict: Verdict | None) -> str:
-    """An ``@show_list`` line (``client2 10.0.0.1:53002``), marked when the listed identity is not the one
-    pinned; unchanged otherwise, so the assignment's lines stay exact for peers as pinned."""
-    return line + CHANGED_MARK if verdict is Verdict.CHANGED else line
+def show_list_line(line: str, judged: Status | Verdict | None) -> str:
+    """An ``@show_list`` line (``client2 10.0.0.1:53002``), marked when the peer's identity is not the one
+    pinned: ``judged`` is what the session saw of it (``PeerIdentities.seen(peer).status``), or what the
+    pin book says of an identity key the list carries (``PeerIdentities.listed``), or None (nothing
+    known). Unchanged otherwise, so the assignment's lines stay exact for peers as pinned."""
+    return line + CHANGED_MARK if judged in (Status.CHANGED, Verdict.CHANGED) else line
 
 
 @dataclass(frozen=True, slots=True)
