@@ -122,6 +122,8 @@ def test_check_new_pinned_changed_replayed() -> None:
     assert changed.verdict is Verdict.CHANGED and changed.pinned == Pin(SERVER, "bob", BOB.public, T1)
     book.pin(SERVER, "bob", BOB.public, T2)
     assert book.check(SERVER, "bob", BOB.public, T1).verdict is Verdict.REPLAYED
+    assert book.check(SERVER, "bob", BOB.public, T2 - 1).verdict is Verdict.REPLAYED  # one nanosecond older
+    assert book.check(SERVER, "bob", BOB.public, T2).verdict is Verdict.PINNED  # the same run registering again
     # per server: the same ID elsewhere is someone else
     assert book.check("chat.example.org:10080", "bob", MALLORY.public, T1).verdict is Verdict.NEW
 
