@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import trio
@@ -15,10 +17,12 @@ import typer
 
 from .client import JoinConfig, run_client
 from .console import OutputGone, print_err, print_out
+from .identity import IdentityFileError, default_identity_path, load_or_create_identity
 from .net import EndpointError, resolve_udp
 from .probe import ProbeClientConfig, ProgressBar, probe_mapping
 from .proto.client import ClientConfig
 from .proto.events import ServerEvent
+from .proto.identity_events import OwnIdentity
 from .proto.probe import Kind, ProbeConfig, ProbeFailed, Report
 from .proto.server import RELAY_BYTES, RELAY_RATE
 from .proto.wire import ID_PATTERN
@@ -448,6 +452,48 @@ def probe_mapping_command(
         print_out(json.dumps(report.to_json()) if as_json else "\n".join(report.lines()))
     except OutputGone:
         fail("the report could not be written: standard output is closed")
+
+
+# --- issue 16: natchat id (natchat/identity.py, natchat/proto/identity.py, docs/IDENTITY_DRAFT.md) ---
+
+_IDENTITY = typer.Option(
+    "--identity",
+    envvar="NATCHAT_IDENTITY",
+    show_default="$XDG_CONFIG_HOME/natchat/identity",
+    help="Your long-term identity key (Ed25519, PEM, mode 0600); created on first use.",
+)
+_EPHEMERAL = typer.Option(
+    "--ephemeral",
+    envvar="NATCHAT_EPHEMERAL",
+    help="Use a throwaway identity: read and write nothing, pin no peer (--identity is ignored).",
+)
+"""For ``join``: ``open_identity(identity_file=..., ephemeral=...)`` (natchat/identity.py)."""
+
+
+@app.command("id")
+def id_command(
+    identity_file: Annotated[str | None, _IDENTITY] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", envvar="NATCHAT_JSON", help="Print one JSON object instead of text.")
+    ] = False,
+) -> None:
+    """Print your identity's fingerprint and where its key is (made on first use).
+
+    Peers see the same fingerprint with `@whois YOUR-ID`: compare it with them out of band (in person,
+    on the phone) to know that nobody in between swapped your key.
+    """
+    if identity_file is not None and not identity_file.strip():
+        fail("--identity: the file name is empty", 2)
+    try:
+        path = Path(identity_file) if identity_file is not None else default_identity_path()
+        identity, created = load_or_create_identity(path, make_dir=identity_file is None)
+    except IdentityFileError as exc:
+        fail(str(exc))
+    own = OwnIdentity.of(identity.public, os.path.abspath(path), created=created)
+    try:
+        print_out(json.dumps(own.as_dict()) if as_json else "\n".join(own.lines()))
+    except OutputGone:
+        fail("the fingerprint could not be written: standard output is closed")
 
 
 def main() -> None:
