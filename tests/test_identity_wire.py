@@ -286,4 +286,3 @@ def test_server_pages_signed_details_within_the_limit() -> None:
     pages = [wire.decode(d) for d, _ in srv.datagrams_to_send()]
     found = [p for page in pages if isinstance(page, wire.Details) for p in page.peers]
     assert sorted(p.id for p in found) == names and all(p.ident == bytes(32) for p in found)
-
