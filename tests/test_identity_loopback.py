@@ -38,6 +38,10 @@ def pinned(config_root: str | None, client: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def config_written(config_root: str | None, client: str) -> bool:
+    return pathlib.Path(config_root or "", client).exists()
+
+
 async def test_impostor_is_refused_and_whois_shows_the_change(procs: ProcGroup, chat: Chat) -> None:
     await chat.serve()
     client1, client2 = await chat.join(["client1", "client2"])
@@ -104,3 +108,21 @@ async def test_impostor_is_refused_and_whois_shows_the_change(procs: ProcGroup, 
     await client1.send("@exit")
     assert await client1.wait(within=10) == 0
     assert pinned(procs.config_root, "client1").count(" client2 ") == 1  # still the first identity: nothing was trusted
+
+
+async def test_ephemeral_writes_nothing_and_chat_is_unchanged(procs: ProcGroup, chat: Chat) -> None:
+    await chat.serve()
+    client1 = (await chat.join(["client1"], "--ephemeral"))[0]
+    (client2,) = await chat.join(["client2"])
+    await client1.send("@chat client2 hi")
+    await client2.expect_line("From client1 [hi]", within=10)
+    await client2.send("@chat client1 hello")
+    await client1.expect_line("From client2 [hello]", within=10)
+    await client1.send("@whois client2")
+    await client1.expect_line(re.compile(rf"client2: identity {FINGERPRINT} \(not pinned \(--ephemeral\)\)"))
+    for proc in (client1, client2):
+        await proc.send("@exit")
+        assert await proc.wait(within=10) == 0
+    assert not config_written(procs.config_root, "client1")  # nothing read or written
+    assert " client1 " in pinned(procs.config_root, "client2")  # the other side pins as usual
+    assert not [line for line in client1.lines("err") + client2.lines("err") if "warning" in line]
