@@ -342,9 +342,9 @@ def join_command(
     if identity_file is not None and not identity_file.strip() and not ephemeral:
         fail("--identity: the file name is empty", 2)
     try:
-        label = server_label(server)
-    except EndpointError as exc:
-        fail(f"--server: {exc}", 2)
+        label = server_label(server)  # what pins are kept under
+    except EndpointError:
+        label = ""  # (resolving it below says what is wrong, as it always did)
     try:
         identity = open_identity(identity_file=identity_file, ephemeral=ephemeral)
     except IdentityFileError as exc:

@@ -261,7 +261,9 @@ class _Shell:
     def pins_changed(self) -> None:
         """After each flush: pins that changed are saved in a thread (one save at a time)."""
         me = self.config.identity
-        if me is not None and me.pins is not None and me.pins.dirty and not self.saving:
+        if me is None or me.pins is None or self.nursery.cancel_scope.cancel_called:
+            return  # (at exit, run_client saves what is left)
+        if me.pins.dirty and not self.saving and not self.save_failed:
             self.saving = True
             self.nursery.start_soon(self.save_pins)
 
@@ -272,10 +274,12 @@ class _Shell:
                 snapshot = me.pins.snapshot()  # the thread writes a copy; the session goes on pinning
                 await trio.to_thread.run_sync(me.known_peers.save, snapshot)
                 me.pins.saved(snapshot)
-        except IdentityFileError as exc:
-            if not self.save_failed:  # once: the next change tries again, quietly
+        except (IdentityFileError, OSError) as exc:
+            if not self.save_failed:  # said once; tried again only at exit
                 self.save_failed = True
-                self.error("pins_not_saved", str(exc))
+                self.error(
+                    "pins_not_saved", str(exc) if isinstance(exc, IdentityFileError) else f"pins not saved: {exc}"
+                )
         finally:
             self.saving = False
 

@@ -91,6 +91,7 @@ async def test_impostor_is_refused_and_whois_shows_the_change(procs: ProcGroup, 
         )
     )
     await client1.expect_line(f"client2: pinned identity was {first[1]}")
+    await client1.expect_line(re.compile(r"safety number with client2: \d{5}(?: \d{5}){11}"))
     assert changed[1] != first[1]
     await impostor.send("@chat client1 I am client2, honest")
     await impostor.send("@chat client1 really")
