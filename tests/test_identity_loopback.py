@@ -106,9 +106,19 @@ async def test_impostor_is_refused_and_whois_shows_the_change(procs: ProcGroup, 
     assert not [line for line in client1.lines() if line.startswith("From client2")], procs.transcript()
     assert not [line for line in impostor.lines() if line.startswith("From client1")], procs.transcript()
 
+    before = [line for line in pinned(procs.config_root, "client1").splitlines() if " client2 " in line]
+    assert len(before) == 1  # still the first identity: nothing was trusted yet
+
+    await client1.send("@trust client2")
+    await client1.expect_line(
+        f"client2 on {server} is now pinned as {changed[1]}; messages to and from it flow again", within=5
+    )
+    await client1.send("@chat client2 welcome")
+    await impostor.expect_line("From client1 [welcome]", within=10)
     await client1.send("@exit")
     assert await client1.wait(within=10) == 0
-    assert pinned(procs.config_root, "client1").count(" client2 ") == 1  # still the first identity: nothing was trusted
+    after = [line for line in pinned(procs.config_root, "client1").splitlines() if " client2 " in line]
+    assert len(after) == 1 and after != before  # the new identity is pinned now
 
 
 async def test_ephemeral_writes_nothing_and_chat_is_unchanged(procs: ProcGroup, chat: Chat) -> None:
