@@ -49,7 +49,8 @@ Why it is built this way (``docs/PROBE.md`` has the long version):
 
 from .analysis import FILTERING_BEHAVIOURS, MAPPING_BEHAVIOURS, Outcome
 from .config import ProbeConfig
-from .prober import PACE_INTERVAL, MappingProber, ProbeFailed, TestState
+from .lifetimes import PACE_INTERVAL, TestState
+from .prober import MappingProber, ProbeFailed
 from .report import Kind, Lifetime, Progress, Report
 from .responder import SESSION_IDLE, ProbeResponder
 from .wire import (

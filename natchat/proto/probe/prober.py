@@ -1,11 +1,11 @@
 """The client of the mapping probes: :class:`MappingProber`, a state machine fed datagrams and ``now``.
 
-Owns: the run's phases (``new``, ``hello``, ``run``, ``done``), its sockets (by number: the shell opens
-and closes them as told), the lifetime tests (one fresh socket, hence one fresh NAT mapping, per tested
-idle time and kind; all started at once, paced), and the timers of all of them. Two small units of its
-own: :class:`Classification` (the mapping and filtering questions, on sockets 1 and 2) and
+Owns: the run's phases (``new``, ``hello``, ``run``, ``done``), the control socket's exchanges (hello,
+heartbeat, bye), the routing of every timer and datagram to one unit, and the answer. Its units:
+:class:`~.lifetimes.LifetimeTests` (one fresh socket, hence one fresh NAT mapping, per tested idle time
+and kind), :class:`Classification` (the mapping and filtering questions, on sockets 1 and 2) and
 :class:`Heartbeat` (the pings that prove the server alive, so that a missing datagram can mean an
-expired mapping); :class:`Timers` holds the deadlines by key.
+expired mapping); they share the deadlines and the outbox of ``plumbing.py``.
 
 May not touch: sockets, clocks or randomness (it has none); the meaning of the outcomes
 (``analysis.py`` brackets and classifies); any sentence (``report.py`` words the answer and the
@@ -14,29 +14,26 @@ failures). ``docs/PROBE.md`` says why the run is built this way.
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from ..actions import Action, CloseSocket, OpenSocket, Send
+from ..actions import Action
 from ..codec import WireError
 from ..wire import Addr
 from . import report as prose
-from .analysis import Seen, bracket, classify_filtering, classify_mapping, longest_survived
+from .analysis import classify_filtering, classify_mapping
 from .config import ProbeConfig
-from .report import Kind, Lifetime, Progress, Report
+from .lifetimes import PACE_INTERVAL, LifetimeTests
+from .plumbing import CONTROL, FILTER, MAP, Outbox, Timers
+from .report import Kind, Progress, Report
 from .wire import (
     Bye,
-    Cancel,
     Due,
     Echo,
     FilterQuery,
     FromAlt,
     Held,
     Hello,
-    Hold,
     Mapped,
     MapQuery,
     Ping,
@@ -56,77 +53,6 @@ class ProbeFailed(Exception):
 
 # Timer keys besides test indexes (which are >= 0).
 _HELLO, _PACE, _MAP, _FILTER, _PING = -1, -2, -3, -4, -5
-PACE_INTERVAL: Final = 0.01
-
-TestState = Literal["queued", "setup", "gap", "armed", "survived", "expired", "lost", "cancelled"]
-
-
-class Timers:
-    """One-shot deadlines by key: scheduling a key again replaces its deadline, cancelling forgets it.
-    Due keys come out earliest first (equal deadlines: the smaller key first)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, int]] = []
-        self._gen: dict[int, int] = {}
-
-    def schedule(self, key: int, when: float) -> None:
-        gen = self._gen.get(key, 0) + 1
-        self._gen[key] = gen
-        heapq.heappush(self._heap, (when, key, gen))
-
-    def cancel(self, key: int) -> None:
-        self._gen[key] = self._gen.get(key, 0) + 1
-
-    def next(self) -> float | None:
-        while self._heap and self._gen.get(self._heap[0][1]) != self._heap[0][2]:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
-
-    def pop_due(self, now: float) -> int | None:
-        """The next key whose deadline is ``now`` or earlier (it fires once), or None."""
-        while self._heap and self._heap[0][0] <= now:
-            _, key, gen = heapq.heappop(self._heap)
-            if self._gen.get(key) != gen:
-                continue  # cancelled or rescheduled since
-            self._gen[key] = gen + 1
-            return key
-        return None
-
-    def clear(self) -> None:
-        self._heap.clear()
-
-
-@dataclass(slots=True)
-class _Test:
-    idx: int
-    kind: Kind
-    idle: float
-    sock: int = -1
-    state: TestState = "queued"
-    stage: int = 1
-    """``stream`` tests: 1 during the first exchange, 2 during the second."""
-    n: int = 0
-    """Transmissions so far (of both exchanges, for ``stream``)."""
-    base: int = 0
-    """``n`` when the current exchange began."""
-    sent: dict[int, float] = field(default_factory=dict)
-    deadline: float = math.inf
-
-    def seen(self, alive_until: float) -> Seen:
-        """What this test has shown, given that the server was heard alive until ``alive_until``."""
-        if self.state == "survived":
-            return "survived"
-        if self.state == "lost":
-            return "lost"
-        if self.state == "expired" and self.deadline <= alive_until:
-            return "expired"
-        return "pending"
-
-
-@dataclass(slots=True)
-class _KindState:
-    tests: list[_Test]
-    result: Lifetime | None = None
 
 
 class Heartbeat:
@@ -159,12 +85,13 @@ class Heartbeat:
 class Classification:
     """Owns the RFC 4787 questions: socket ``MAP`` asks both server ports which public address they see;
     socket ``FILTER`` asks the main port to answer from both. Schedules only its own timer keys; what it
-    sends it returns. Begins once the server has welcomed the run (:meth:`begin`)."""
+    sends goes in the outbox. Begins once the server has welcomed the run (:meth:`begin`)."""
 
-    def __init__(self, config: ProbeConfig, server: Addr, timers: Timers) -> None:
+    def __init__(self, config: ProbeConfig, server: Addr, timers: Timers, out: Outbox) -> None:
         self.config = config
         self.server = server
         self._timers = timers
+        self._out = out
         self._sid = ""
         self._alt_port = 0
         self._retry = self._grace = 0.0
@@ -186,18 +113,17 @@ class Classification:
     def done(self) -> bool:
         return self.map_done and self.filter_done
 
-    def on_map_timer(self, now: float) -> list[Action]:
+    def on_map_timer(self, now: float) -> None:
         if self._map_sent >= self.config.tries:
             self.map_done = True
-            return []
+            return
         self._map_sent += 1
         data = encode_padded(MapQuery(sid=self._sid, n=self._map_sent))
         ports: tuple[tuple[Via, int], ...] = (("main", self.server.port), ("alt", self._alt_port))
-        out: list[Action] = [
-            Send(MappingProber.MAP, data, Addr(self.server.host, port)) for via, port in ports if via not in self.seen
-        ]
+        for via, port in ports:
+            if via not in self.seen:
+                self._out.send(MAP, data, Addr(self.server.host, port))
         self._timers.schedule(_MAP, now + self._retry)
-        return out
 
     def mapped(self, via: Via, pub: Addr) -> None:
         if self.map_done:
@@ -207,21 +133,20 @@ class Classification:
             self.map_done = True
             self._timers.cancel(_MAP)
 
-    def on_filter_timer(self, now: float) -> list[Action]:
+    def on_filter_timer(self, now: float) -> None:
         if self._filter_n in self._filter_answered:
             # The main port's answer came and the alt port's did not, within the grace time.
             self._filter_rounds += 1
             if self._filter_rounds >= self.config.filter_tries:
                 self.got_in = False
                 self.filter_done = True
-                return []
+                return
         elif self._filter_n >= self.config.tries + self.config.filter_tries:
             self.filter_done = True  # the main port does not answer this socket: unknown
-            return []
+            return
         self._filter_n += 1
+        self._out.send(FILTER, encode_padded(FilterQuery(sid=self._sid, n=self._filter_n)))
         self._timers.schedule(_FILTER, now + self._retry)
-        data = encode_padded(FilterQuery(sid=self._sid, n=self._filter_n))
-        return [Send(MappingProber.FILTER, data, self.server)]
 
     def filter_mapped(self, n: int, now: float) -> None:
         if not self.filter_done and n == self._filter_n and n not in self._filter_answered:
@@ -245,9 +170,9 @@ class MappingProber:
     test, and 3, 4, ... each carry one lifetime test.
     """
 
-    CONTROL: Final = 0
-    MAP: Final = 1
-    FILTER: Final = 2
+    CONTROL: Final = CONTROL
+    MAP: Final = MAP
+    FILTER: Final = FILTER
 
     def __init__(self, server: Addr, config: ProbeConfig | None = None) -> None:
         self.server = server
@@ -256,23 +181,17 @@ class MappingProber:
         self.phase: Literal["new", "hello", "run", "done"] = "new"
         self.error: str | None = None
         self.rtt = 0.0
-        self._actions: list[Action] = []
+        self._out = Outbox(server)
         self._timers = Timers()
         self._started = self._done_at = 0.0
         self._local: dict[int, Addr] = {}
-        self._open: set[int] = set()
         self._hello_sent: dict[int, float] = {}
         self._sid = ""
         self._alt_port = 0
         self._public: Addr | None = None
         self._heartbeat = Heartbeat()
-        self._classes = Classification(self.config, server, self._timers)
-        # lifetime tests
-        self._tests: dict[int, _Test] = {}
-        self._by_sock: dict[int, _Test] = {}
-        self._kinds: dict[Kind, _KindState] = {}
-        self._queue: deque[_Test] = deque()
-        self._next_sock = 3
+        self._classes = Classification(self.config, server, self._timers, self._out)
+        self._lifetimes = LifetimeTests(self.config, self.grid, self._timers, self._out, self._heartbeat)
 
     # --- what the shell reads -------------------------------------------------------------------------
 
@@ -281,8 +200,7 @@ class MappingProber:
         return self.phase == "done"
 
     def actions(self) -> list[Action]:
-        out, self._actions = self._actions, []
-        return out
+        return self._out.take()
 
     def get_timer(self) -> float | None:
         when = self._timers.next()
@@ -295,20 +213,13 @@ class MappingProber:
     def progress(self, now: float) -> Progress:
         setup = self.config.stream_gap if Kind.STREAM in self.config.kinds else 0.0
         horizon = self.config.max_idle + setup + self.config.grace + (1 + self.config.confirm) * self.config.resolution
-        kinds = tuple(
-            (kind, longest_survived(self._seen(state.tests)), state.result is not None)
-            for kind, state in self._kinds.items()
-        )
-        return Progress(elapsed=(self._done_at if self.finished else now) - self._started, horizon=horizon, kinds=kinds)
+        elapsed = (self._done_at if self.finished else now) - self._started
+        return Progress(elapsed=elapsed, horizon=horizon, kinds=self._lifetimes.progress())
 
     def report(self) -> Report:
         if self.phase != "done" or self.error is not None or self._public is None:
             raise ProbeFailed(self.error or "the measurement has not finished")
         main, alt = self._classes.seen.get("main"), self._classes.seen.get("alt")
-        lifetimes = []
-        for state in self._kinds.values():
-            assert state.result is not None
-            lifetimes.append(state.result)
         return Report(
             server=self.server,
             alt_port=self._alt_port,
@@ -318,7 +229,7 @@ class MappingProber:
             mapping=classify_mapping(main, alt),
             mapping_seen=(main, alt),
             filtering=classify_filtering(self._classes.got_in),
-            lifetimes=tuple(lifetimes),
+            lifetimes=tuple(self._lifetimes.results()),
             max_idle=self.config.max_idle,
             resolution=self.config.resolution,
             tests_per_kind=len(self.grid),
@@ -330,7 +241,7 @@ class MappingProber:
     def start(self, now: float) -> None:
         self._started = now
         self.phase = "hello"
-        self._open_socket(self.CONTROL)
+        self._out.open(self.CONTROL)
 
     def socket_opened(self, sock: int, local: Addr, now: float) -> None:
         """Socket ``sock`` is open at ``local`` (the address as routed toward the server, if known)."""
@@ -343,23 +254,24 @@ class MappingProber:
             self._timers.schedule(_MAP, now)
         elif sock == self.FILTER:
             self._timers.schedule(_FILTER, now)
-        elif (test := self._by_sock.get(sock)) is not None and test.state == "setup":
-            self._send_hold(test, now)
+        else:
+            self._lifetimes.socket_opened(sock, now)
 
     def handle_timer(self, now: float) -> None:
         while not self.finished and (key := self._timers.pop_due(now)) is not None:
             if key == _HELLO:
                 self._on_hello_timer(now)
             elif key == _PACE:
-                self._on_pace(now)
+                if self._lifetimes.on_pace(now):
+                    self._timers.schedule(_PACE, now + PACE_INTERVAL)
             elif key == _MAP:
-                self._actions.extend(self._classes.on_map_timer(now))
+                self._classes.on_map_timer(now)
             elif key == _FILTER:
-                self._actions.extend(self._classes.on_filter_timer(now))
+                self._classes.on_filter_timer(now)
             elif key == _PING:
                 self._on_ping_timer(now)
-            else:
-                self._on_test_timer(self._tests[key], now)
+            elif self._lifetimes.on_timer(key, now):
+                self._timers.schedule(_PING, now)
         self._check_done(now)
 
     def receive_datagram(self, data: bytes, sock: int, addr: Addr, now: float) -> None:
@@ -379,26 +291,14 @@ class MappingProber:
             case _ if self.phase != "run" or getattr(msg, "sid", None) != self._sid:
                 return
             case Held(idx=idx, n=n) if sock == self.CONTROL and from_main:
-                test = self._tests.get(idx)
-                if test is not None and test.state == "setup" and test.kind is Kind.OUTBOUND and n == test.n:
-                    # The idle time starts when the acknowledged hold passed the NAT (it was sent then).
-                    self._arm(test, test.sent[n] + max(test.idle, self.rtt))
-            case Echo(idx=idx, n=n) if from_main and (test := self._by_sock.get(sock)) is not None:
-                if test.idx == idx and test.state == "setup" and n == test.n:
-                    if test.kind is Kind.STREAM and test.stage == 1:
-                        test.state = "gap"
-                        self._timers.schedule(test.idx, now + self.config.stream_gap)
-                    else:  # the idle time starts when the echo passed the NAT, about now
-                        self._arm(test, now + test.idle)
-            case Due(idx=idx) if from_main and (test := self._by_sock.get(sock)) is not None:
-                if test.idx == idx and test.state in ("armed", "expired") and self._kinds[test.kind].result is None:
-                    test.state = "survived"
-                    self._timers.cancel(test.idx)
-                    self._evaluate(test.kind, now)
+                self._lifetimes.held(idx, n)
+            case Echo(idx=idx, n=n) if from_main and self._lifetimes.has_socket(sock):
+                self._lifetimes.echo(sock, idx, n, now)
+            case Due(idx=idx) if from_main and self._lifetimes.has_socket(sock):
+                self._lifetimes.due(sock, idx, now)
             case Pong(n=n) if sock == self.CONTROL and from_main and self._heartbeat.expects(n):
                 self._heartbeat.pong(n, now)
-                for kind in self._kinds:
-                    self._evaluate(kind, now)
+                self._lifetimes.evaluate_all(now)
             case Mapped(pub=pub) if sock == self.MAP and (from_main or from_alt):
                 self._classes.mapped("main" if from_main else "alt", pub)
             case Mapped(n=n) if sock == self.FILTER and from_main:
@@ -426,7 +326,7 @@ class MappingProber:
             return
         n = len(self._hello_sent) + 1
         self._hello_sent[n] = now
-        self._send(self.CONTROL, encode_padded(Hello(n=n)))
+        self._out.send(self.CONTROL, encode_padded(Hello(n=n)))
         self._timers.schedule(_HELLO, min(now + self._retry, deadline))
 
     def _on_welcome(self, msg: Welcome, now: float) -> None:
@@ -442,128 +342,40 @@ class MappingProber:
         self._timers.cancel(_HELLO)
         self._sid, self._alt_port, self._public = msg.sid, msg.alt_port, msg.pub
         self._classes.begin(msg.sid, msg.alt_port, self._retry, self._grace)
-        self._open_socket(self.MAP)
-        self._open_socket(self.FILTER)
-        for k, kind in enumerate(self.config.kinds):
-            tests = [_Test(idx=k * len(self.grid) + j, kind=kind, idle=idle) for j, idle in enumerate(self.grid)]
-            self._kinds[kind] = _KindState(tests)
-            self._tests.update((t.idx, t) for t in tests)
-        # Shortest idle times first, the kinds interleaved: every test starts within the first second.
-        self._queue.extend(sorted(self._tests.values(), key=lambda t: (t.idle, t.idx)))
+        self._out.open(self.MAP)
+        self._out.open(self.FILTER)
+        self._lifetimes.begin(msg.sid, self.rtt, self._started)
         self._timers.schedule(_PACE, now)
         self._heartbeat.last_pong = now
         self._timers.schedule(_PING, now + self.config.ping_every)
-
-    def _on_pace(self, now: float) -> None:
-        started = 0
-        while self._queue and started < self.config.pace:
-            test = self._queue.popleft()
-            if test.state != "queued":
-                continue
-            test.sock, self._next_sock = self._next_sock, self._next_sock + 1
-            test.state = "setup"
-            self._by_sock[test.sock] = test
-            self._open_socket(test.sock)
-            started += 1
-        if self._queue:
-            self._timers.schedule(_PACE, now + PACE_INTERVAL)
-
-    def _send_hold(self, test: _Test, now: float) -> None:
-        test.n += 1
-        test.sent[test.n] = now
-        armed = test.kind is not Kind.STREAM or test.stage == 2
-        # Outbound: the server's clock starts when the hold arrives, half a round trip after it passed
-        # the NAT, and its datagram needs another half to get back: ask for the idle time minus the RTT.
-        delay = (max(0.0, test.idle - self.rtt) if test.kind is Kind.OUTBOUND else test.idle) if armed else None
-        hold = Hold(sid=self._sid, idx=test.idx, n=test.n, delay=delay, echo=test.kind is not Kind.OUTBOUND)
-        self._send(test.sock, encode_padded(hold))
-        self._timers.schedule(test.idx, now + self._retry)
-
-    def _arm(self, test: _Test, expected: float) -> None:
-        test.state = "armed"
-        test.deadline = expected + self._grace
-        self._timers.schedule(test.idx, test.deadline)
-
-    def _on_test_timer(self, test: _Test, now: float) -> None:
-        match test.state:
-            case "setup":
-                if test.n - test.base >= self.config.tries:
-                    test.state = "lost"
-                    self._evaluate(test.kind, now)
-                else:
-                    self._send_hold(test, now)
-            case "gap":  # numbering goes on, so a late answer of the first exchange cannot pass for the second's
-                test.stage, test.state, test.base = 2, "setup", test.n
-                self._send_hold(test, now)
-            case "armed":
-                test.state = "expired"  # final once the server proves it was alive after this (a pong)
-                self._timers.schedule(_PING, now)
-            case _:
-                pass
-
-    def _seen(self, tests: list[_Test]) -> list[tuple[float, Seen]]:
-        alive_until = self._heartbeat.alive_until
-        return [(test.idle, test.seen(alive_until)) for test in tests]
-
-    def _evaluate(self, kind: Kind, now: float) -> None:
-        """Answer for ``kind`` once its bracket is known (:func:`~.analysis.bracket`), and stop its tests."""
-        state = self._kinds[kind]
-        if state.result is not None:
-            return
-        found = bracket(self._seen(state.tests), self.config.confirm)
-        if found is None:
-            return
-        state.result = Lifetime(kind, found.survived, found.expired, found.results, now - self._started)
-        for test in state.tests:  # the remaining tests cannot change the answer: stop them
-            if test.state in ("queued", "setup", "gap", "armed"):
-                test.state = "cancelled"
-                self._timers.cancel(test.idx)
-            if test.sock >= 0:
-                self._by_sock.pop(test.sock, None)
-                self._close(test.sock)
-        first, last = state.tests[0].idx, state.tests[-1].idx
-        self._send(self.CONTROL, encode(Cancel(sid=self._sid, lo=first, hi=last)))
 
     def _on_ping_timer(self, now: float) -> None:
         if now - self._heartbeat.last_pong > self.config.answer_within:
             self._fail(prose.stopped_answering(self.config.answer_within), now)
             return
         n = self._heartbeat.ping(now)
-        self._send(self.CONTROL, encode(Ping(sid=self._sid, n=n)))
+        self._out.send(self.CONTROL, encode(Ping(sid=self._sid, n=n)))
         self._timers.schedule(_PING, now + self.config.ping_every)
 
     def _check_done(self, now: float) -> None:
         if self.phase != "run":
             return
-        if self._classes.done and all(s.result is not None for s in self._kinds.values()):
-            if all(test.state == "lost" for test in self._tests.values()):
-                self._fail(prose.only_control_answered(len(self._tests)), now)
+        if self._classes.done and self._lifetimes.answered():
+            if self._lifetimes.all_lost():
+                self._fail(prose.only_control_answered(len(self._lifetimes)), now)
                 return
-            self._send(self.CONTROL, encode(Bye(sid=self._sid)))
+            self._out.send(self.CONTROL, encode(Bye(sid=self._sid)))
             self._finish(now)
 
     def _fail(self, reason: str, now: float) -> None:
         self.error = reason
         if self._sid:
-            self._send(self.CONTROL, encode(Bye(sid=self._sid)))
+            self._out.send(self.CONTROL, encode(Bye(sid=self._sid)))
         self._finish(now)
 
     def _finish(self, now: float) -> None:
         self.phase = "done"
         self._done_at = now
         self._timers.clear()
-        for sock in sorted(self._open):
-            self._close(sock)
-        self._by_sock.clear()
-
-    def _send(self, sock: int, data: bytes) -> None:
-        self._actions.append(Send(sock, data, self.server))
-
-    def _open_socket(self, sock: int) -> None:
-        self._open.add(sock)
-        self._actions.append(OpenSocket(sock))
-
-    def _close(self, sock: int) -> None:
-        if sock in self._open:
-            self._open.remove(sock)
-            self._actions.append(CloseSocket(sock))
+        self._out.close_all()
+        self._lifetimes.stop()
