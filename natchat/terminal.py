@@ -158,6 +158,8 @@ class _Editor:
         self._wake_writer = asyncio.Event()  # (asyncio's primitives bind to the loop that first uses them)
         self._prompts = asyncio.Semaphore(PENDING_PROMPTS)
         self._stop = asyncio.Event()
+        self._idle = asyncio.Event()
+        """Set while nothing waits to be printed: a new prompt is drawn once what came before it is out."""
         self._prompter: asyncio.Task[None] | None = None
         self._session: PromptSession[str] | None = None
 
@@ -196,6 +198,7 @@ class _Editor:
     def write(self, stream: TextIO, text: str) -> None:
         """Print ``text`` as a line on ``stream``, above the prompt if one is shown."""
         self._queue.append((stream, text))
+        self._idle.clear()
         self._wake_writer.set()
 
     def stop(self) -> None:
@@ -211,6 +214,7 @@ class _Editor:
         assert self._session is not None
         while True:
             await self._prompts.acquire()
+            await self._idle.wait()
             try:
                 text: str | None = await self._session.prompt_async(set_exception_handler=False, handle_sigint=False)
             except EOFError:  # Ctrl-D, Ctrl-C on an empty line, or the terminal hung up
@@ -228,10 +232,16 @@ class _Editor:
             if self._queue:
                 batch = list(self._queue)
                 self._queue.clear()
-                await run_in_terminal(functools.partial(self._print, batch), in_executor=False)
+                if self.gone:
+                    continue
+                try:
+                    await run_in_terminal(functools.partial(self._print, batch), in_executor=False)
+                except (OSError, termios.error):  # erasing the prompt on a terminal that hung up
+                    self._hung_up()
             elif self._stopping:
                 return
             else:
+                self._idle.set()
                 await self._wake_writer.wait()
                 self._wake_writer.clear()
 
