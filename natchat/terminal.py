@@ -187,7 +187,7 @@ class _Editor:
     # --- called from Trio ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Show the prompt (the client is ready for commands) and keep prompting until end of input."""
+        """Show the prompt and keep prompting until end of input."""
         if self._prompter is None and not self._stopping:
             self._prompter = asyncio.create_task(self._prompt_lines())
 
@@ -291,7 +291,6 @@ class Terminal:
         self._send, self._receive = trio.open_memory_channel[str | None](PENDING_PROMPTS + 1)
         self._pending: deque[str] = deque()
         self._ended = False
-        self._started = False
         self._ready = trio.Event()
         self._finished = trio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -307,9 +306,6 @@ class Terminal:
         """The next typed line with its newline; ``""`` at end of input (Ctrl-D, Ctrl-C on an empty line,
         a terminal that hung up). Pasted lines come one by one."""
         if not self._pending and not self._ended:
-            if not self._started:
-                self._started = True
-                self._call(self._editor.start)
             try:
                 text = await self._receive.receive()
             except trio.EndOfChannel:  # the editor's thread ended
@@ -389,6 +385,7 @@ class Terminal:
         await self._ready.wait()
         if self._crash is not None:
             raise self._crash
+        self._call(self._editor.start)  # at once: what is typed before the client is registered waits in the editor
 
     async def _stop(self) -> None:
         with trio.CancelScope(shield=True):

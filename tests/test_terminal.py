@@ -65,12 +65,13 @@ class Room:
     async def on_terminal(
         self, client_id: str | None, *options: str, columns: int = 80, lines: int = 24, args: list[str] | None = None
     ) -> PtyClient:
-        """A client on a terminal; with an ID, once its prompt is shown."""
+        """A client on a terminal; with an ID, once it is registered and its prompt is shown."""
         name = client_id or "tty"
         tty = PtyClient(self.procs, name, args or self.join_args(client_id, *options), columns=columns, lines=lines)
         self.ttys.append(tty)
         await self.procs.nursery.start(tty.pump)
         if client_id is not None and not options and args is None:
+            await tty.expect_row(REGISTERED)
             await tty.expect_input(f"{client_id}> ", "")
         return tty
 
@@ -208,6 +209,16 @@ async def test_up_and_down_walk_the_history(room: Room) -> None:
     await alice.expect_input("alice> ", "@chat bob second")
     alice.press("enter")
     await bob.expect_count("From alice [second]", 2, within=10)
+
+
+async def test_pasted_lines_are_commands_one_by_one(room: Room) -> None:
+    await room.serve()
+    alice = await room.on_terminal("alice")
+    bob = await room.on_pipes("bob")
+    alice.type("\x1b[200~@chat bob pasted one\n@chat bob pasted two\x1b[201~")  # a bracketed paste
+    alice.press("enter")
+    await bob.expect_line("From alice [pasted one]", within=10)
+    await bob.expect_line("From alice [pasted two]", within=10)
 
 
 # --- every way out deregisters first, with today's exit status ---------------------------------------------
