@@ -23,7 +23,7 @@ from .proto.probe import Kind, ProbeConfig, ProbeFailed, Report
 from .proto.server import RELAY_BYTES, RELAY_RATE
 from .proto.wire import ID_PATTERN
 from .server import ServerConfig, print_event, serve
-from .terminal import is_terminal
+from .terminal import can_edit
 
 app = typer.Typer(
     help="Peer-to-peer chat that gets through NATs.",
@@ -333,8 +333,8 @@ def join_command(
         relay_after=relay_after,
         secret=_secret_bytes(secret),
     )
-    # a person at a terminal gets the line editor; pipes, files and --json get today's plain lines
-    terminal = not json_output and is_terminal(sys.stdin, sys.stdout)
+    # a person at a terminal gets the line editor; pipes, files, dumb terminals and --json get plain lines
+    terminal = not json_output and can_edit(sys.stdin, sys.stdout)
 
     async def main() -> int:
         try:

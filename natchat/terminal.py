@@ -1,6 +1,6 @@
 """``natchat join`` on a terminal: a line editor whose typed line survives whatever arrives.
 
-When standard input and standard output are a terminal, the client reads its commands through
+When standard input and standard output are a terminal (see :func:`can_edit`), the client reads its commands through
 prompt_toolkit (the line editor of IPython and pgcli) and prints everything above the line being
 typed: the half-typed text and the cursor stay where they were. Tab completes the commands of the
 client's HELP table and peer IDs after the commands whose usage takes an ``<id>``; Up and Down walk
@@ -9,8 +9,10 @@ input.
 
 prompt_toolkit runs on asyncio, natchat on Trio, so the editor lives in one thread of its own with its
 own asyncio loop, for as long as :func:`open_terminal`'s block (the client's whole run). The two sides
-share no state but immutable values: Trio hands the editor lines to print and peer lists with
-``loop.call_soon_threadsafe``; the editor hands back typed lines with ``trio_token.run_sync_soon``.
+share no state but immutable values: Trio hands the editor lines to print with
+``loop.call_soon_threadsafe`` and the peer list as a tuple the completer reads; the editor hands back
+typed lines with ``trio_token.run_sync_soon``. The prompt is shown from the start (what is typed
+before the client is registered waits in the editor), at most ``PENDING_PROMPTS`` lines ahead.
 All terminal output of the run goes through the editor's loop, one writer in order, so nothing
 arriving can land in the middle of the input line. Leaving the block stops the editor (erasing its
 prompt) and waits for the thread to end: no thread outlives the client.
@@ -39,6 +41,7 @@ from prompt_toolkit.input import create_input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import create_output
 from prompt_toolkit.shortcuts import CompleteStyle
+from prompt_toolkit.utils import is_dumb_terminal
 
 from .console import OutputGone, write_line
 
@@ -61,6 +64,12 @@ def is_terminal(*streams: TextIO) -> bool:
         return all(stream.isatty() for stream in streams)
     except (ValueError, OSError):
         return False
+
+
+def can_edit(stdin: TextIO, stdout: TextIO) -> bool:
+    """Whether the line editor can run: both streams a terminal that can redraw a line (``TERM`` is
+    not ``dumb``, as in an Emacs shell buffer, which edits lines itself)."""
+    return is_terminal(stdin, stdout) and not is_dumb_terminal()
 
 
 def printable(text: str) -> str:

@@ -78,10 +78,19 @@ class _AnsweringScreen(pyte.Screen):
 class PtyClient:
     """A program on a pseudo-terminal of ``columns`` x ``lines`` (pexpect), its screen (pyte)."""
 
-    def __init__(self, group: ProcGroup, name: str, args: Sequence[str], *, columns: int, lines: int) -> None:
+    def __init__(
+        self,
+        group: ProcGroup,
+        name: str,
+        args: Sequence[str],
+        *,
+        columns: int,
+        lines: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.group = group
         self.name = name
-        env = {**group.env, "TERM": "xterm", "LC_ALL": "C.UTF-8"}
+        env = {**group.env, "TERM": "xterm", "LC_ALL": "C.UTF-8", **(env or {})}
         self.child = pexpect.spawn(args[0], list(args[1:]), env=env, dimensions=(lines, columns), encoding=None)
         self.screen = Screen(columns, lines, self._answer)
         self.eof = False

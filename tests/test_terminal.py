@@ -63,14 +63,21 @@ class Room:
         return proc
 
     async def on_terminal(
-        self, client_id: str | None, *options: str, columns: int = 80, lines: int = 24, args: list[str] | None = None
+        self,
+        client_id: str | None,
+        *options: str,
+        columns: int = 80,
+        lines: int = 24,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> PtyClient:
         """A client on a terminal; with an ID, once it is registered and its prompt is shown."""
-        name = client_id or "tty"
-        tty = PtyClient(self.procs, name, args or self.join_args(client_id, *options), columns=columns, lines=lines)
+        editor = client_id is not None and not options and args is None and env is None
+        args = args or self.join_args(client_id, *options)
+        tty = PtyClient(self.procs, client_id or "tty", args, columns=columns, lines=lines, env=env)
         self.ttys.append(tty)
         await self.procs.nursery.start(tty.pump)
-        if client_id is not None and not options and args is None:
+        if editor:
             await tty.expect_row(REGISTERED)
             await tty.expect_input(f"{client_id}> ", "")
         return tty
@@ -450,6 +457,21 @@ async def test_a_terminal_on_one_side_only_gets_the_plain_lines(room: Room, tmp_
     assert await trio.Path(out).read_bytes() == _plain_stdout(server)
     assert "alice> " not in alice.screen.text(), str(alice)
     assert b"\x1b" not in alice.screen.raw, str(alice)  # the terminal got the echo and stderr, nothing drawn
+
+
+async def test_a_dumb_terminal_gets_the_plain_lines(room: Room) -> None:
+    """TERM=dumb (an Emacs shell buffer, say) cannot redraw a line: plain lines, as on a pipe."""
+    await room.serve()
+    bob = await room.on_pipes("bob")
+    alice = await room.on_terminal("alice", env={"TERM": "dumb"})
+    await alice.expect_row(REGISTERED)
+    alice.type("@chat bob hi from emacs")
+    alice.press("enter")
+    await bob.expect_line("From alice [hi from emacs]", within=10)
+    alice.press("ctrl-d")
+    assert await alice.wait(within=5) == 0
+    assert "alice>" not in alice.screen.text(), str(alice)
+    assert b"\x1b" not in alice.screen.raw, str(alice)
 
 
 async def test_json_on_a_terminal_is_one_object_a_line(room: Room) -> None:
