@@ -59,7 +59,7 @@ class Room:
 
     async def on_pipes(self, client_id: str) -> Proc:
         proc = await self.procs.start(client_id, self.join_args(client_id))
-        await proc.expect_line(REGISTERED, "err", within=10)
+        await proc.expect_line(REGISTERED, "err", within=15)  # (a shared machine can be slow to start Python)
         return proc
 
     async def on_terminal(
@@ -78,7 +78,7 @@ class Room:
         self.ttys.append(tty)
         await self.procs.nursery.start(tty.pump)
         if editor:
-            await tty.expect_row(REGISTERED)
+            await tty.expect_row(REGISTERED, within=15)
             await tty.expect_input(f"{client_id}> ", "")
         return tty
 
