@@ -375,7 +375,8 @@ class RendezvousServer:
 
     def _forget(self, entry: Entry, change: str) -> None:
         """``entry`` was removed from the registry (with ``change``): the relay forgets it too."""
-        self.relay_gate.forget(entry.info.id)
+        if self.relay:  # (only a relay has relay state)
+            self.relay_gate.forget(entry.info.id)
         self._record(change)
 
     def _record(self, change: str) -> None:
