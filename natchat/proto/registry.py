@@ -97,7 +97,9 @@ class Registry:
         first = self.version - len(self._log) + 1  # the version of ``_log[0]``
         if since == 0 or since < first - 1:
             return None
-        return list(islice(self._log, since - first + 1, None))
+        newest = list(islice(reversed(self._log), self.version - since))  # O(changes), not O(log)
+        newest.reverse()
+        return newest
 
     # --- changing -----------------------------------------------------------------------------------
 
