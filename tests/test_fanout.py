@@ -18,7 +18,8 @@ def test_changes_wait_for_the_send_clock_and_go_as_one_delta() -> None:
     fan = ListFanout()
     assert fan.record(1, "+a") is None and fan.record(2, "+b") is None
     assert fan.unsent == 2 and fan.take() == []
-    fan.broadcast(fan.flush(), [A, B])
+    data = fan.flush()
+    fan.broadcast([(data, A), (data, B)])
     assert fan.unsent == 0
     delta = wire.ListDelta(ver=1, changes="+a +b")
     assert decoded(fan.take()) == [(delta, A), (delta, B)]

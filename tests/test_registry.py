@@ -27,6 +27,7 @@ def test_add_commits_a_version_and_keeps_registration_order() -> None:
     a, change_a = reg.add(info("a", A), 1.0)
     assert (change_b, change_a) == (wire.change("b", gone=False), wire.change("a", gone=False))
     assert reg.version == 2 and reg.ids() == ["b", "a"] and reg.addresses() == [B, A]
+    assert reg.addressed(b"x") == [(b"x", B), (b"x", A)]
     assert reg.token("a") == a.token != b.token and reg.token("x") is None
     assert reg.get("a") is a and reg.knows_addr(A) and not reg.knows_addr(Addr("10.0.0.3", 1))
 
