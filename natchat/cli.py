@@ -27,6 +27,7 @@ from .proto.probe import Kind, ProbeConfig, ProbeFailed, Report
 from .proto.server import RELAY_BYTES, RELAY_RATE
 from .proto.wire import ID_PATTERN
 from .server import ServerConfig, print_event, serve
+from .terminal import can_edit
 
 app = typer.Typer(
     help="Peer-to-peer chat that gets through NATs.",
@@ -349,6 +350,8 @@ def join_command(
         identity = open_identity(identity_file=identity_file, ephemeral=ephemeral)
     except IdentityFileError as exc:
         fail(str(exc))
+    # a person at a terminal gets the line editor; pipes, files, dumb terminals and --json get plain lines
+    terminal = not json_output and can_edit(sys.stdin, sys.stdout)
 
     async def main() -> int:
         try:
@@ -374,7 +377,7 @@ def join_command(
             server_label=label,
         )
         try:
-            return await run_client(config)
+            return await run_client(config, terminal=terminal)
         except OSError as exc:
             hint = " (try --port 0 for any free port)" if port else ""
             fail(f"cannot use UDP port {port}: {exc.strerror}{hint}")

@@ -1,16 +1,19 @@
 """``natchat join``: the Trio shell around :class:`~natchat.proto.client.ClientSession`.
 
 One nursery holds a receiver task per socket, the timer task, the command reader and the signal
-watcher. ``@exit``, end of input, Ctrl-C, SIGTERM and SIGHUP all do the same: deregister, then cancel
-the nursery. The shell moves bytes and prints; every decision is the session's.
+watcher. On a terminal the commands come through the line editor of :mod:`natchat.terminal` (which
+also prints everything above the line being typed); elsewhere they are plain lines. ``@exit``, end
+of input, Ctrl-C, SIGTERM and SIGHUP all do the same: deregister, then cancel the nursery. The shell
+moves bytes and prints; every decision is the session's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -45,13 +48,17 @@ from .proto.events import (
 from .proto.identity_events import Trusted, WhoisReport
 from .proto.wire import Addr
 from .shell import SocketsShell
+from .terminal import open_terminal
 
 ReadLine = Callable[[], Awaitable[str]]
 """Returns the next line of input with its newline; an empty string at end of input."""
 
 Write = Callable[[str], None]
 
-HELP = (
+Peers = Callable[[Iterable[str]], None]
+"""Told the peer list (IDs) whenever it may have changed (the terminal completes them)."""
+
+HELP = (  # the one table of commands: @help prints it, the terminal completes its first words
     ("@show_list", "list the registered clients: ID and public address, in registration order"),
     ("@chat <id> <message>", "send a message directly to one client"),
     ("@all <message>", "send a message directly to every other client (they see 'From <you> to all [...]')"),
@@ -92,9 +99,16 @@ class _Shell:
     """The chat client's I/O: sockets through a :class:`SocketsShell`, commands in, events out."""
 
     def __init__(
-        self, config: JoinConfig, session: ClientSession, nursery: trio.Nursery, out: Write, err: Write
+        self,
+        config: JoinConfig,
+        session: ClientSession,
+        nursery: trio.Nursery,
+        out: Write,
+        err: Write,
+        peers: Peers | None = None,
     ) -> None:
         self.config = config
+        self.peers = peers
         self.session = session
         self.nursery = nursery
         self.out = self._unless_gone(out)
@@ -142,7 +156,11 @@ class _Shell:
 
     def show(self, event: ClientEvent) -> None:
         match event:
-            case ChatReceived() | ListChanged() | PathReport():
+            case ListChanged():
+                self.emit(event.as_dict(), None)  # no human line: the list is shown when asked
+                if self.peers is not None:
+                    self.peers(self.session.peers())
+            case ChatReceived() | PathReport():
                 self.emit(event.as_dict(), event.line())
             case ListShown():
                 if self.config.json:
@@ -170,6 +188,8 @@ class _Shell:
             case Joined():
                 self.emit(event.as_dict(), event.line(), to_err=True)
                 self.registered.set()
+                if self.peers is not None:
+                    self.peers(self.session.peers())
             case _:
                 self.emit(event.as_dict(), event.line(), to_err=True)
 
@@ -300,8 +320,13 @@ async def run_client(
     err: Write = print_err,
     *,
     handle_signals: bool = True,
+    terminal: bool = False,
 ) -> int:
-    """Join, run commands until ``@exit``/end of input/a signal, deregister; returns the exit status."""
+    """Join, run commands until ``@exit``/end of input/a signal, deregister; returns the exit status.
+
+    ``terminal``: read commands with the line editor on standard input and output (both a terminal)
+    instead of ``read_line``, and print above its line instead of with ``out`` and ``err``.
+    """
     main = await bind_udp(config.bind_host, config.port)
     with main:
         bound = to_addr(main.getsockname())
@@ -317,14 +342,19 @@ async def run_client(
             issued=0 if me is None else me.issued,
             peer_ids=None if me is None else me.peers(label),
         )
-        async with trio.open_nursery() as nursery:
-            shell = _Shell(config, session, nursery, out, err)
-            await shell.sockets.add_socket(MAIN, main)
-            nursery.start_soon(shell.commands, read_line)
-            if handle_signals:
-                nursery.start_soon(shell.watch_signals)
-            session.start(trio.current_time())
-            await shell.sockets.start()
-        shell.sockets.close_all()
-        await shell.save_pins()  # at exit, whatever is left
+        async with contextlib.AsyncExitStack() as stack:
+            peers: Peers | None = None
+            if terminal:  # the editor outlives the nursery: what the client prints last goes through it
+                editor = await stack.enter_async_context(open_terminal(config.client_id, HELP))
+                read_line, out, err, peers = editor.read_line, editor.out, editor.err, editor.set_peers
+            async with trio.open_nursery() as nursery:
+                shell = _Shell(config, session, nursery, out, err, peers)
+                await shell.sockets.add_socket(MAIN, main)
+                nursery.start_soon(shell.commands, read_line)
+                if handle_signals:
+                    nursery.start_soon(shell.watch_signals)
+                session.start(trio.current_time())
+                await shell.sockets.start()
+            shell.sockets.close_all()
+            await shell.save_pins()  # at exit, whatever is left
         return shell.exit_code

@@ -20,16 +20,14 @@ import msgspec
 import pytest
 
 from natchat.proto import probe
+from natchat.proto.actions import CloseSocket, OpenSocket, Send
 from natchat.proto.probe import (
-    CloseSocket,
     Kind,
     MappingProber,
-    OpenSocket,
     ProbeConfig,
     ProbeFailed,
     ProbeResponder,
     Report,
-    Send,
 )
 from natchat.proto.wire import Addr, WireError
 

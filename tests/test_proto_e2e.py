@@ -64,7 +64,9 @@ def test_the_server_and_the_relay_see_only_ciphertext(standalone: bool) -> None:
     forms = [SECRET.encode(), SECRET.encode("utf-16-le"), base64.b64encode(SECRET.encode()[:24])]
     for _, _, data in sim.sent:  # to and from the server, the midPeer and between the peers
         assert not any(form in data for form in forms), data
-        assert b"owl" not in data and b"midnight" not in data
+        # (a word of the text, but not one as short as "owl": three letters turn up in random base64 by chance,
+        # one run in five or so across all these datagrams)
+        assert b"midnight" not in data
     assert warnings(a) == warnings(b) == warnings(c) == []
 
 

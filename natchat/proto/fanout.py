@@ -81,9 +81,9 @@ class ListFanout:
         self._pending, self._pending_size, self.unsent = [], 0, 0
         return data
 
-    def broadcast(self, data: bytes, addrs: list[Addr]) -> None:
-        """Queue ``data`` to every address: O(N), once per datagram of changes."""
-        self._out.extend(zip(repeat(data), addrs))
+    def broadcast(self, datagrams: list[tuple[bytes, Addr]]) -> None:
+        """Queue a delta to everyone (``Registry.addressed``): once per datagram of changes."""
+        self._out.extend(datagrams)
 
     # --- one client's list --------------------------------------------------------------------------
 

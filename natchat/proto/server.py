@@ -175,7 +175,7 @@ class RendezvousServer:
         """What to send now. Call it when ready to send more: changes made while the shell was still
         sending go out together now (see ``fanout.py``)."""
         if self._fanout.unsent:
-            self._fanout.broadcast(self._fanout.flush(), self.registry.addresses())
+            self._fanout.broadcast(self.registry.addressed(self._fanout.flush()))
         return self._fanout.take()
 
     def next_event(self) -> ServerEvent | None:
@@ -381,13 +381,14 @@ class RendezvousServer:
 
     def _forget(self, entry: Entry, change: str) -> None:
         """``entry`` was removed from the registry (with ``change``): the relay forgets it too."""
-        self.relay_gate.forget(entry.info.id)
+        if self.relay:  # (only a relay has relay state)
+            self.relay_gate.forget(entry.info.id)
         self._record(change)
 
     def _record(self, change: str) -> None:
         """``change`` was committed as the registry's version: it goes to every client with the next delta."""
         if self.lists and (full := self._fanout.record(self.registry.version, change)) is not None:
-            self._fanout.broadcast(full, self.registry.addresses())  # a datagram's worth: it goes now
+            self._fanout.broadcast(self.registry.addressed(full))  # a datagram's worth: it goes now
 
     def _send_changes_since(self, since: int, addr: Addr) -> None:
         changes = self.registry.changes_since(since)

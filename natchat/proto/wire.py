@@ -15,6 +15,9 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
+from .codec import StrictCodec, to_json
+from .codec import WireError as WireError  # re-exported: what decode raises
+
 PROTOCOL_VERSION: Final = 3
 """2: the list carries IDs only; addresses and keys are looked up (``lookup``, ``details``). 3: an
 ``error`` about a peer names it in ``peer`` (clients never read IDs out of the text); ``register`` and
@@ -46,10 +49,6 @@ Issued = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 """When the signing run started, nanoseconds since 1970."""
 Clock = Annotated[float, Meta(ge=-1e12, le=1e12)]
 """A reading of the sender's own clock (seconds; its origin is arbitrary)."""
-
-
-class WireError(ValueError):
-    """A datagram that is not a valid natchat message (the reason is the text)."""
 
 
 class Addr(Struct, array_like=True, frozen=True, gc=False):
@@ -369,37 +368,22 @@ AnyMessage = (
 )
 
 
-class _Header(Struct):
-    """Read first, so that a missing or foreign version is reported as such."""
-
-    v: int
-    t: str
-
-
-_encoder = msgspec.json.Encoder()
-_header_decoder = msgspec.json.Decoder(_Header)
-_decoder = msgspec.json.Decoder(AnyMessage)
-
-
 def encode(msg: Message) -> bytes:
     """Serialize ``msg``; raises :class:`WireError` if it would exceed :data:`MAX_DATAGRAM`."""
-    data = _encoder.encode(msg)
-    if len(data) > MAX_DATAGRAM:
-        raise WireError(f"{type(msg).__name__} is {len(data)} bytes, over {MAX_DATAGRAM}")
-    return data
+    return _codec.encode(msg)
 
 
 def sealed_header(msg: Sealed) -> bytes:
     """The associated data a peer-to-peer datagram is sealed with: the message in JSON with its nonce and
     its box or tag left empty. Every other field (``v``, ``t``, IDs, counters, flags) is authenticated."""
     if isinstance(msg, Chat):
-        return _encoder.encode(msgspec.structs.replace(msg, n=b"", box=b""))
-    return _encoder.encode(msgspec.structs.replace(msg, n=b"", tag=b""))
+        return to_json(msgspec.structs.replace(msg, n=b"", box=b""))
+    return to_json(msgspec.structs.replace(msg, n=b"", tag=b""))
 
 
 def encoded_size(obj: object) -> int:
     """Bytes ``obj`` takes in JSON (used to pack lists into datagrams)."""
-    return len(_encoder.encode(obj))
+    return len(to_json(obj))
 
 
 def _check_addr(addr: Addr) -> None:
@@ -409,24 +393,19 @@ def _check_addr(addr: Addr) -> None:
         raise WireError(f"not an IP address: {addr.host!r}") from None
 
 
-def decode(data: bytes) -> AnyMessage:
-    """Parse one datagram strictly; raises :class:`WireError` with the reason on any defect."""
-    if len(data) > MAX_DATAGRAM:
-        raise WireError(f"datagram of {len(data)} bytes is over {MAX_DATAGRAM}")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WireError("not UTF-8") from None
-    try:
-        header = _header_decoder.decode(data)
-        if header.v != PROTOCOL_VERSION:
-            raise WireError(f"unsupported protocol version {header.v}")
-        msg: AnyMessage = _decoder.decode(data)
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass
-        raise WireError(str(exc)) from None
+def _check_addresses(msg: AnyMessage) -> None:
     for addr in _addresses(msg):
         _check_addr(addr)
-    return msg
+
+
+_codec: StrictCodec[AnyMessage] = StrictCodec(
+    AnyMessage, version=PROTOCOL_VERSION, max_size=MAX_DATAGRAM, check=_check_addresses
+)
+
+
+def decode(data: bytes) -> AnyMessage:
+    """Parse one datagram strictly; raises :class:`WireError` with the reason on any defect."""
+    return _codec.decode_untrusted(data)
 
 
 def _addresses(msg: AnyMessage) -> list[Addr]:
