@@ -60,7 +60,7 @@ mininet-test: install mininet-deps
 	$(DEBIAN_PYTHON) topologies/reliability_scenario.py
 	$(DEBIAN_PYTHON) topologies/nat_grid.py --pairs 2
 
-## the NAT grid (issue 14): every ordered pair of the NAT zoo's kinds, 10 fresh pairs each; docs/NAT_GRID.md
+## the NAT grid: every ordered pair of the NAT zoo's kinds, 10 fresh pairs each; docs/NAT_GRID.md
 grid: install mininet-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make grid needs root (network namespaces)"; exit 1; }
 	$(DEBIAN_PYTHON) topologies/nat_grid.py --pairs 10 --markdown docs/NAT_GRID.md
