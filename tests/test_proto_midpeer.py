@@ -239,6 +239,9 @@ def test_relay_only_never_punches() -> None:
     sim.run(0.1)
     assert chats(b) == ["From a [one]"]
     assert a.session.path_kind("b") == "relay"
+    b.session.chat("a", "two", sim.now)
+    sim.run(30)  # long past the relayed peers' background attempts (after 1, 2, 4 ... s): none for --relay-only
+    assert chats(a) == ["From b [two]"]
     kinds = {type(wire.decode(d)) for s, t, d in sim.sent if not {SERVER, MIDPEER} & {s, t}}
     assert kinds == set()  # not one datagram between the peers directly
     assert not any(isinstance(wire.decode(d), wire.PunchRequest) for _, _, d in sim.sent)

@@ -74,8 +74,8 @@ class RelayPolicy:
     def direct_due(self, now: float) -> bool:
         """Relayed and idle, the background attempt is due: True to start it. Nobody chats: no more tries
         until somebody does."""
-        if not (self.relayed and now >= self.next_direct):
-            return False
+        if not (self.relayed and now >= self.next_direct) or self.config.mode == "relay":
+            return False  # (--relay-only never punches)
         if now < self.last_used + self.config.upgrade_for:
             return True
         self.next_direct = INF
@@ -88,6 +88,8 @@ class RelayPolicy:
         return was
 
     def timers(self, *, idle: bool) -> list[float]:
+        if self.config.mode == "relay":
+            return []
         if self.relayed and idle and self.last_used + self.config.upgrade_for > self.next_direct:
             return [self.next_direct]
         return []
