@@ -8,6 +8,7 @@ failure (or ``make demo``) can show exactly what each host typed and saw.
 from __future__ import annotations
 
 import os
+import tempfile
 import re
 import select
 import signal
@@ -19,6 +20,9 @@ from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATCHAT = os.environ.get("NATCHAT_BIN", os.path.join(REPO, ".venv", "bin", "natchat"))
+# natchat join keeps its identity and its pins in the config directory: a run's hosts share one made for
+# the run (never root's own ~/.config), so runs neither see each other's pins nor leave files behind
+os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="natchat-mininet-"))
 
 
 @dataclass
