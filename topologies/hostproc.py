@@ -8,11 +8,11 @@ failure (or ``make demo``) can show exactly what each host typed and saw.
 from __future__ import annotations
 
 import os
-import tempfile
 import re
 import select
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
