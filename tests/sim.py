@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from natchat.proto import seal, wire
 from natchat.proto.client import ClientConfig, ClientSession, CloseSocket, OpenSocket, Send
 from natchat.proto.events import ClientEvent, ServerEvent
-from natchat.proto.identity import Identity, PeerIdentities
 from natchat.proto.server import RendezvousServer
 from natchat.proto.wire import Addr
 
@@ -80,28 +79,15 @@ class Sim:
         nat: bool = True,
         start: bool = True,
         config: ClientConfig | None = None,
-        identity: Identity | None = None,
-        issued: int = 0,
-        peer_ids: PeerIdentities | None = None,
     ) -> Node:
         """A client at public IP ``site``: behind a NAT there (private address 192.168.x.2) or not; it
-        uses the standalone midPeer if the simulation has one. ``identity``, ``issued``, ``peer_ids``: as
-        for ``ClientSession`` (none: peers' identities are not checked)."""
+        uses the standalone midPeer if the simulation has one."""
         port = next(self._ports)
         priv = Addr(f"192.168.{len(self.nodes) % 250}.2", port) if nat else Addr(site, port)
         midpeer = MIDPEER if self.midpeer_up else None
         keys = seal.KeyPair()
         session = ClientSession(
-            client_id,
-            SERVER,
-            priv,
-            config=config or self.config,
-            midpeer=midpeer,
-            rng=random.Random(port),
-            keys=keys,
-            identity=identity,
-            issued=issued,
-            peer_ids=peer_ids,
+            client_id, SERVER, priv, config=config or self.config, midpeer=midpeer, rng=random.Random(port), keys=keys
         )
         node = Node(session, site, keys, {0: priv})
         self.nodes[client_id] = node
