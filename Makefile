@@ -10,7 +10,7 @@ MININET_PKGS := mininet bridge-utils iptables iproute2 iputils-ping tcpdump conn
 MININET_TOOLS := mn mnexec brctl iptables conntrack tcpdump ip ping turnutils_stunclient
 DEBIAN_PYTHON := /usr/bin/python3
 
-.PHONY: install mininet-deps demo demo-loopback test mininet-test fuzz bench lint check clean
+.PHONY: install mininet-deps demo demo-loopback test mininet-test grid fuzz bench lint check clean
 
 install: $(STAMP)
 
@@ -58,6 +58,12 @@ mininet-test: install mininet-deps
 	$(DEBIAN_PYTHON) topologies/midpeer_scenario.py --markdown docs/MIDPEER_GRID.md
 	$(BIN)/python -m pytest -q tests/mininet/test_probe.py tests/mininet/test_ipv6.py
 	$(DEBIAN_PYTHON) topologies/reliability_scenario.py
+	$(DEBIAN_PYTHON) topologies/nat_grid.py --pairs 2
+
+## the NAT grid (issue 14): every ordered pair of the NAT zoo's kinds, 10 fresh pairs each; docs/NAT_GRID.md
+grid: install mininet-deps
+	@[ "$$(id -u)" = 0 ] || { echo "make grid needs root (network namespaces)"; exit 1; }
+	$(DEBIAN_PYTHON) topologies/nat_grid.py --pairs 10 --markdown docs/NAT_GRID.md
 
 ## the long fuzz run: over 100,000 generated and mutated datagrams each into the decoder, the registry and the client
 fuzz: install

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "topologies"))
 
 from hostproc import Transcript  # noqa: E402
 from natnet import seed_network  # noqa: E402
-from seed_scenario import Scenario, run_pairs  # noqa: E402
+from seed_scenario import SeedScenario, run_pairs  # noqa: E402
 
 DELAY_MS = 20.0
 
@@ -48,7 +48,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print(json.dumps({"skipped": "not root (Mininet needs network namespaces)"}))
         return 0
-    sc = Scenario(Transcript(echo=False))
+    sc = SeedScenario(Transcript(echo=False))
     with seed_network(("cone", "cone"), hosts_per_lan=1, public_hosts=0, wan_delay_ms=DELAY_MS) as net:
         server = net["server"].IP()
         rtt_ms = ping_ms(net["pri1_2"], server) + ping_ms(net["pri2_2"], server)

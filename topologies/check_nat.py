@@ -27,7 +27,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from natnet import NetSpec, one_network_at_a_time, seed_network, seed_spec  # noqa: E402
+from natnet import NetSpec, one_network_at_a_time, seed_network, seed_spec, zoo, zoo_network  # noqa: E402
 from udp_agent import UdpAgent  # noqa: E402
 
 ECHO_PORT = 10080  # echo agents on server and public1
@@ -377,6 +377,158 @@ def check_trap() -> None:
 
 
 # ---------------------------------------------------------------------------
+# Network Z: the NAT zoo (natnet.zoo(): every kind in one network).
+# ---------------------------------------------------------------------------
+
+ZOO_PORT = 10085  # the agents' port on the zoo's private hosts
+TRAP_PORT = 10099  # unsolicited datagrams go to this port of each NAT's WAN address
+
+
+def check_zoo() -> None:
+    z = zoo()
+    spec = z.spec
+    srv_ip, pub_ip = spec.server_ip(), spec.public_ip(1)
+
+    def nat_number(host: str) -> int:
+        return int(z.nat_of[host][3:])
+
+    with zoo_network() as net, ExitStack() as stack:
+        start = lambda host, port=ZOO_PORT, echo=False: stack.enter_context(  # noqa: E731
+            UdpAgent(net[host], port, echo=echo, lifetime=120)
+        )
+        start("server", ECHO_PORT, True)
+        start("public1", ECHO_PORT, True)
+        trap_sender = start("public1", OTHER_PORT)
+
+        # open: no NAT at all.
+        opened = start(z.sites["open"][0][0])
+        seen = opened.ask_mapping(srv_ip, ECHO_PORT)
+        check(
+            "z open",
+            "open: the server sees a public host at its own address and port",
+            seen == (net[z.sites["open"][0][0]].IP(), ZOO_PORT),
+            f"{z.sites['open'][0][0]} seen as {fmt(seen)}",
+        )
+
+        # easy / hard, with and without the trap: mapping and what unsolicited input leaves behind.
+        for kind in ("easy", "easy-trap", "hard", "hard-trap"):
+            host = z.sites[kind][0][0]
+            n = nat_number(host)
+            agent = start(host)
+            to_server, to_public = agent.ask_mapping(srv_ip, ECHO_PORT), agent.ask_mapping(pub_ip, ECHO_PORT)
+            same = to_server is not None and to_server == to_public
+            eim = kind.startswith("easy")
+            check(
+                f"z {kind} mapping",
+                f"{kind}: "
+                + ("one public port for every destination (EIM)" if eim else "a new public port per destination"),
+                to_server is not None and to_public is not None and same == eim,
+                f"{host} -> server {fmt(to_server)}, -> public1 {fmt(to_public)}",
+            )
+            trap_sender.send(spec.nat_wan_ip(n), TRAP_PORT, "unsolicited")
+            time.sleep(0.3)
+            entry = find_entry(net[f"nat{n}"], src=pub_ip, dst=spec.nat_wan_ip(n), dport=TRAP_PORT)
+            trap = kind.endswith("-trap")
+            check(
+                f"z {kind} input",
+                f"{kind}: an unsolicited datagram to the WAN address "
+                + ("leaves a conntrack entry (the trap)" if trap else "is dropped and leaves no conntrack entry"),
+                (entry is not None) == trap,
+                f"conntrack in nat{n}: {entry['line'] if entry else 'no entry'}",
+            )
+
+        # cgnat: two home NATs share the CGN's public address; no hairpinning.
+        a_host, b_host = z.sites["cgnat"][0][0], z.sites["cgnat"][1][0]
+        a, b = start(a_host), start(b_host)
+        a_seen, b_seen = a.ask_mapping(srv_ip, ECHO_PORT), b.ask_mapping(srv_ip, ECHO_PORT)
+        cgn_ip = spec.public_ip_of(nat_number(a_host))
+        a_pub = a.ask_mapping(pub_ip, ECHO_PORT)
+        check(
+            "z cgnat shared",
+            "cgnat: two home NATs behind one CGN appear at one public address (the CGN's), "
+            "mapping endpoint-independent through both NATs",
+            a_seen is not None and b_seen is not None and a_seen[0] == b_seen[0] == cgn_ip and a_pub == a_seen,
+            f"{a_host} as {fmt(a_seen)} (to public1 {fmt(a_pub)}), {b_host} as {fmt(b_seen)}; "
+            f"home WANs {spec.wan_ip(nat_number(a_host))}, {spec.wan_ip(nat_number(b_host))}",
+        )
+        if a_seen and b_seen:
+            for _ in range(3):  # both send to the other's public address: holes open at both home NATs
+                a.send(b_seen[0], b_seen[1], "hairpin-a")
+                b.send(a_seen[0], a_seen[1], "hairpin-b")
+                time.sleep(0.1)
+            got_b, got_a = received(b, "hairpin-a"), received(a, "hairpin-b")
+            check(
+                "z cgnat no hairpin",
+                "cgnat: a subscriber's datagram to another's public address (the CGN's) is not delivered",
+                not got_a and not got_b,
+                f"received {int(got_a)}/{int(got_b)}",
+            )
+
+        # cgnat-hairpin: port blocks, static DNAT back, hairpinning.
+        a_host, b_host = z.sites["cgnat-hairpin"][0][0], z.sites["cgnat-hairpin"][1][0]
+        na, nb = nat_number(a_host), nat_number(b_host)
+        a, b = start(a_host), start(b_host)
+        a_seen, b_seen = a.ask_mapping(srv_ip, ECHO_PORT), b.ask_mapping(srv_ip, ECHO_PORT)
+        block_a, block_b = spec.port_block(na), spec.port_block(nb)
+        assert block_a and block_b
+        in_blocks = (
+            a_seen is not None
+            and b_seen is not None
+            and block_a[0] <= a_seen[1] <= block_a[1]
+            and block_b[0] <= b_seen[1] <= block_b[1]
+            and a_seen[0] == b_seen[0] == spec.public_ip_of(na)
+        )
+        check(
+            "z cgnat-hairpin blocks",
+            "cgnat-hairpin: each subscriber's public port lies in its own block (RFC 7422 style)",
+            in_blocks,
+            f"{a_host} as {fmt(a_seen)} (block {block_a[0]}-{block_a[1]}), "
+            f"{b_host} as {fmt(b_seen)} (block {block_b[0]}-{block_b[1]})",
+        )
+        if a_seen and b_seen:
+            for _ in range(3):
+                a.send(b_seen[0], b_seen[1], "hairpin-a")
+                b.send(a_seen[0], a_seen[1], "hairpin-b")
+                time.sleep(0.1)
+            at_b = [d for d in b.collect(QUIET) if d.data == "hairpin-a"]
+            at_a = [d for d in a.collect(QUIET) if d.data == "hairpin-b"]
+            sources = {(d.ip, d.port) for d in at_b}
+            check(
+                "z cgnat-hairpin hairpins",
+                "cgnat-hairpin: subscribers reach each other at the CGN's public address, each seen from "
+                "the other's public address",
+                bool(at_a) and bool(at_b) and sources == {a_seen},
+                f"received {len(at_a)}/{len(at_b)}; {b_host} saw {sorted(sources)}",
+            )
+            prober = start("public1", OTHER_PORT + 1)
+            prober.send(a_seen[0], a_seen[1], "unsolicited")
+            got = received(a, "unsolicited")
+            check(
+                "z cgnat-hairpin filters",
+                "cgnat-hairpin: the static DNAT reaches the home NAT, which still drops what it did not ask for",
+                not got,
+                f"public1:{OTHER_PORT + 1} -> {fmt(a_seen)}: {'received' if got else 'dropped'}",
+            )
+
+        # same-lan: two peers behind one NAT reach each other on the LAN only.
+        a_host, b_host = z.sites["same-lan"][0][:2]
+        a, b = start(a_host), start(b_host)
+        b_public = b.ask_mapping(srv_ip, ECHO_PORT)
+        a.send(net[b_host].IP(), ZOO_PORT, "lan")
+        on_lan = received(b, "lan")
+        if b_public:
+            a.send(b_public[0], b_public[1], "via-public")
+        via_public = received(b, "via-public")
+        check(
+            "z same-lan",
+            "same-lan: the LAN address works, the public one does not (no hairpinning)",
+            on_lan and not via_public,
+            f"{a_host} -> {b_host} LAN {'received' if on_lan else 'dropped'}, "
+            f"via {fmt(b_public)} {'received' if via_public else 'dropped'}",
+        )
+
+
+# ---------------------------------------------------------------------------
 # Network D: delay and loss; and the mn command line.
 # ---------------------------------------------------------------------------
 
@@ -456,12 +608,24 @@ def main() -> int:
     global VERBOSE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
-    VERBOSE = parser.parse_args().verbose
+    parser.add_argument("--only", metavar="STEP", help="run one group of checks: network-a, trap, zoo, shaping, mn")
+    args = parser.parse_args()
+    VERBOSE = args.verbose
     if os.geteuid() != 0:
         print("check_nat.py must run as root", file=sys.stderr)
         return 2
     started = time.monotonic()
-    steps: list[Callable[[], None]] = [check_network_a, check_trap, check_link_shaping, check_mn_cli]
+    groups: dict[str, Callable[[], None]] = {
+        "network-a": check_network_a,
+        "trap": check_trap,
+        "zoo": check_zoo,
+        "shaping": check_link_shaping,
+        "mn": check_mn_cli,
+    }
+    if args.only is not None and args.only not in groups:
+        print(f"error: --only takes one of {', '.join(groups)}, not {args.only!r}", file=sys.stderr)
+        return 2
+    steps = [groups[args.only]] if args.only else list(groups.values())
     for step in steps:
         try:
             step()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from contextlib import ExitStack
 from typing import Any
 
@@ -41,18 +40,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from capture import Capture, Datagram  # noqa: E402
-from hostproc import HostProc, Transcript, natchat  # noqa: E402
-from natnet import seed_network  # noqa: E402
-from seed_scenario import (  # noqa: E402
-    Row,
+from harness import (  # noqa: E402
+    HostProc,
     Scenario,
+    Transcript,
+    chats,
     is_root,
+    natchat,
     print_table,
     registry_lines,
     report,
     scenario_parser,
     show_list,
 )
+from natnet import seed_network  # noqa: E402
 
 SERVER_IP = "10.0.0.3"
 SERVER_IP6 = "fd00::3"
@@ -63,10 +64,6 @@ CLIENTS = {
     "client2": ("pri2_2", f"[{SERVER_IP6}]:10080", "[fd00:2::2]:10081"),
     "client3": ("public1", SERVER_IP, "10.0.0.4:10081"),
 }
-
-
-def chats(datagrams: list[Datagram]) -> list[Datagram]:
-    return [d for d in datagrams if d.natchat_type in ("chat", "chat_ack")]
 
 
 def between(datagrams: list[Datagram], a: str, b: str) -> list[Datagram]:
@@ -176,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         with seed_network(("cone", "cone"), ipv6=True, ipv6_only=("pri2_2",)) as net:
             run(sc, net)
     except Exception:  # a broken set-up must not stop the report
-        sc.rows.append(Row("setup", False, 0.0, traceback.format_exc(limit=3).strip().splitlines()[-1]))
-        traceback.print_exc()
+        sc.setup_failed()
         print(f"--- last lines of the transcript ---\n{transcript.dump(40)}", file=sys.stderr)
     print_table(sc)
     return report(sc.rows, transcript, args)

@@ -33,7 +33,6 @@ import os
 import re
 import sys
 import time
-import traceback
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,9 +41,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from capture import Datagram, capturing  # noqa: E402
-from hostproc import HostProc, Transcript, natchat  # noqa: E402
+from harness import (  # noqa: E402
+    HostProc,
+    Scenario,
+    Transcript,
+    is_root,
+    natchat,
+    path_of,
+    print_table,
+    report,
+    scenario_parser,
+    show_list,
+)
 from natnet import NetSpec, seed_network  # noqa: E402
-from seed_scenario import Row, Scenario, is_root, print_table, report, scenario_parser, show_list  # noqa: E402
 
 KINDS = ("cone", "cone", "symmetric", "symmetric")  # nat1 .. nat4
 HOSTS_PER_LAN = (3, 2, 2, 2)
@@ -89,7 +98,6 @@ GRID = [
     ("c1a", "c1b", "lan"),
     ("s3a", "s3b", "lan"),
 ]
-PATH_LINE = r"^{peer}: (lan|direct|relay) via (?:the midPeer )?(\S+), rtt ([0-9.]+) ms$"
 
 
 @dataclass
@@ -113,12 +121,6 @@ def label(cell: Cell) -> str:
     if cell.initiator[1] == cell.responder[1] and cell.expected == "lan":
         return f"same {kind(cell.initiator)} NAT"
     return f"{kind(cell.initiator)} -> {kind(cell.responder)}"
-
-
-def path_of(proc: HostProc, peer: str) -> tuple[str, float]:
-    proc.type(f"@path {peer}")
-    match = proc.expect(PATH_LINE.format(peer=re.escape(peer)), within=5)
-    return match.group(1), float(match.group(3))
 
 
 def run_grid(sc: Scenario, net: Any, cells: list[Cell]) -> None:
@@ -363,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             run_upgrade(sc, net)
             run_forwarded(sc, net)
     except Exception:  # a broken setup must not stop the report (or the cleanup)
-        sc.rows.append(Row("setup", False, 0.0, traceback.format_exc(limit=3).strip().splitlines()[-1]))
-        traceback.print_exc()
+        sc.setup_failed()
     print_table(sc)
     grid = markdown(cells)
     print("\n" + grid)

@@ -69,6 +69,7 @@ from mininet.topo import Topo
 
 NAT_KINDS = ("cone", "symmetric")
 WAN_INPUT_POLICIES = ("accept", "drop")
+NAT_ROLES = ("home", "cgn")
 
 
 def _here() -> str:
@@ -79,6 +80,13 @@ def _here() -> str:
 # Addressing plan (see address helpers on NetSpec).
 INTERNET_PREFIX = "10.0.0"
 LAN_PREFIX = "192.168"
+# A carrier-grade NAT natC's LAN is 100.64.C.0/24 (RFC 6598 shared address space, 100.64.0.0/10) with
+# the CGN at 100.64.C.1; a home NAT natN behind it has the WAN address 100.64.C.N.
+CGN_PREFIX = "100.64"
+# With a hairpinning CGN, home NAT natN translates into its own block of ports (deterministic port
+# blocks, RFC 7422; the A+P port sets of RFC 6346): PORT_BLOCK ports from PORT_BLOCK_BASE + (N - 1) x PORT_BLOCK.
+PORT_BLOCK_BASE = 1024
+PORT_BLOCK = 2048
 # With ipv6=True (ULA, RFC 4193): the internet side is fd00::/64, where natN is fd00::N like 10.0.0.N;
 # natN's LAN is fd00:N::/64 with the NAT at fd00:N::1 and priN_K at fd00:N::K.
 INTERNET6 = "fd00::"
@@ -106,6 +114,17 @@ class NatSpec:
         conntrack *keeps an entry for it* (this is what causes the conntrack
         trap).  "drop": an INPUT rule drops it silently; the unconfirmed
         conntrack entry is discarded with the packet.
+    role: "home" (a home router: its LAN is 192.168.N.0/24 with hosts on it)
+        or "cgn" (a carrier-grade NAT: its LAN is 100.64.N.0/24, the WAN side
+        of the home NATs that name it in ``behind``; it has no hosts itself).
+    behind: 0 (the NAT's WAN is on the internet, 10.0.0.0/24) or the number
+        of the CGN whose LAN the WAN of this home NAT is on.
+    hairpin: a CGN only: True gives every home NAT behind it a deterministic
+        block of ports (PORT_BLOCK_BASE, PORT_BLOCK) into which that home NAT
+        translates, static DNAT from the CGN's public address back to it, and
+        hairpinning (a subscriber reaches another at the CGN's public address,
+        seen from the sender's public address); False: no hairpinning, no
+        port blocks.  See topologies/README.md, "Carrier-grade NAT".
     """
 
     kind: str = "cone"
@@ -113,12 +132,21 @@ class NatSpec:
     udp_timeout: int = 30
     udp_timeout_stream: int = 120
     wan_input: str = "accept"
+    role: str = "home"
+    behind: int = 0
+    hairpin: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in NAT_KINDS:
             raise ValueError(f"NAT kind {self.kind!r} is not one of {NAT_KINDS}")
         if self.wan_input not in WAN_INPUT_POLICIES:
             raise ValueError(f"wan_input {self.wan_input!r} is not one of {WAN_INPUT_POLICIES}")
+        if self.role not in NAT_ROLES:
+            raise ValueError(f"NAT role {self.role!r} is not one of {NAT_ROLES}")
+        if self.role == "cgn" and (self.hosts or self.behind):
+            raise ValueError("a CGN has no hosts of its own and sits on the internet (behind=0)")
+        if self.hairpin and self.role != "cgn":
+            raise ValueError("hairpin is a CGN setting")
         if not 0 <= self.hosts <= 250:
             raise ValueError(f"hosts per LAN must be 0..250, not {self.hosts}")
         if self.udp_timeout < 1 or self.udp_timeout_stream < 1:
@@ -172,6 +200,13 @@ class NetSpec:
         ends = set(self.private_names()) | set(self.public_names())
         if unknown := sorted(set(self.ipv6_only) - ends):
             raise ValueError(f"ipv6_only: no such end host {unknown}")
+        for n, nat in enumerate(self.nats, start=1):
+            if nat.behind and not (1 <= nat.behind <= len(self.nats) and self.nats[nat.behind - 1].role == "cgn"):
+                raise ValueError(f"nat{n}: behind={nat.behind} is not a CGN of this network")
+            if nat.behind and n >= (65536 - PORT_BLOCK_BASE) // PORT_BLOCK:
+                raise ValueError(f"nat{n}: too many NATs for port blocks of {PORT_BLOCK} behind a CGN")
+        if self.ipv6 and any(nat.role == "cgn" or nat.behind for nat in self.nats):
+            raise ValueError("CGNs are IPv4 only: not with ipv6")
 
     # -- names and addresses -------------------------------------------------
     @staticmethod
@@ -197,6 +232,36 @@ class NetSpec:
     @staticmethod
     def private_ip(n: int, k: int) -> str:
         return f"{LAN_PREFIX}.{n}.{k}"
+
+    def wan_ip(self, n: int) -> str:
+        """natN's WAN address: 10.0.0.N, or 100.64.C.N behind CGN natC."""
+        behind = self.nats[n - 1].behind
+        return f"{CGN_PREFIX}.{behind}.{n}" if behind else self.nat_wan_ip(n)
+
+    def public_ip_of(self, n: int) -> str:
+        """The address the internet sees for natN's LAN: its WAN address, or its CGN's."""
+        behind = self.nats[n - 1].behind
+        return self.nat_wan_ip(behind) if behind else self.nat_wan_ip(n)
+
+    def lan_net(self, n: int) -> str:
+        """natN's LAN subnet: 192.168.N.0/24, or 100.64.N.0/24 for a CGN."""
+        return f"{CGN_PREFIX}.{n}.0/24" if self.nats[n - 1].role == "cgn" else self.lan_subnet(n)
+
+    def lan_ip(self, n: int) -> str:
+        """natN's own LAN address."""
+        return f"{CGN_PREFIX}.{n}.1" if self.nats[n - 1].role == "cgn" else self.lan_gateway(n)
+
+    def port_block(self, n: int) -> tuple[int, int] | None:
+        """The first and last port of home NAT natN's block, if it is behind a hairpinning CGN."""
+        behind = self.nats[n - 1].behind
+        if not behind or not self.nats[behind - 1].hairpin:
+            return None
+        first = PORT_BLOCK_BASE + (n - 1) * PORT_BLOCK
+        return first, first + PORT_BLOCK - 1
+
+    def subscribers(self, c: int) -> list[int]:
+        """The numbers of the home NATs behind CGN natC."""
+        return [n for n, nat in enumerate(self.nats, start=1) if nat.behind == c]
 
     def server_ip(self) -> str:
         return f"{INTERNET_PREFIX}.{len(self.nats) + 1}"
@@ -276,10 +341,18 @@ class NATBox(Node):  # type: ignore[misc]  # mininet is untyped
         lan_ip6: str | None = None,
         lan6_subnet: str | None = None,
         routes6: Sequence[tuple[str, str]] = (),
+        port_block: tuple[int, int] | None = None,
+        cgn_public_ip: str | None = None,
+        hairpin_blocks: Sequence[tuple[str, int, int]] = (),
         **params: Any,
     ) -> None:
         # Validate via NatSpec, so the mn and Python entry points agree.
         NatSpec(kind, 0, udp_timeout, udp_timeout_stream, wan_input)
+        # A home NAT behind a hairpinning CGN translates into port_block; a CGN (cgn_public_ip: its WAN
+        # address) with hairpin_blocks (subscriber WAN address, first port, last port) hairpins.
+        self.port_block = port_block
+        self.cgn_public_ip = cgn_public_ip
+        self.hairpin_blocks = tuple(hairpin_blocks)
         self.wan_ip6, self.lan_ip6, self.lan6_subnet = wan_ip6, lan_ip6, lan6_subnet
         self.routes6 = tuple(routes6)
         self.kind = kind
@@ -315,13 +388,40 @@ class NATBox(Node):  # type: ignore[misc]  # mininet is untyped
         """
         wan, lan = self.wan, self.lan
         random_fully = " --random-fully" if self.kind == "symmetric" else ""
-        commands = [
-            "sysctl -w net.ipv4.ip_forward=1",
+        commands = ["sysctl -w net.ipv4.ip_forward=1"]
+        if self.port_block:  # behind a hairpinning CGN: UDP into this home NAT's block of ports
+            first, last = self.port_block
+            commands.append(
+                f"iptables -t nat -A POSTROUTING -o {wan} -s {self.lan_subnet} -p udp"
+                f" -j MASQUERADE --to-ports {first}-{last}{random_fully}"
+            )
+        public = self.cgn_public_ip
+        for sub_ip, first, last in self.hairpin_blocks:  # a CGN: each subscriber keeps its block's ports
+            commands.append(
+                f"iptables -t nat -A POSTROUTING -o {wan} -s {sub_ip} -p udp"
+                f" -j SNAT --to-source {public}:{first}-{last}"
+            )
+        commands += [
             f"iptables -t nat -A POSTROUTING -o {wan} -s {self.lan_subnet} -j MASQUERADE{random_fully}",
             f"iptables -A FORWARD -i {lan} -o {wan} -j ACCEPT",
             f"iptables -A FORWARD -i {wan} -o {lan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-            f"iptables -A FORWARD -i {wan} -o {lan} -j DROP",
         ]
+        if self.hairpin_blocks:
+            # Static DNAT back: the CGN's public address and a port of a block reach that subscriber,
+            # from the internet and (hairpinning) from the CGN's own LAN, seen from the sender's public
+            # address; the subscriber's home NAT filters as always.
+            for sub_ip, first, last in self.hairpin_blocks:
+                commands += [
+                    f"iptables -t nat -A PREROUTING -d {public} -p udp --dport {first}:{last}"
+                    f" -j DNAT --to-destination {sub_ip}",
+                    f"iptables -t nat -A POSTROUTING -o {lan} -s {sub_ip} -p udp -m conntrack --ctstate DNAT"
+                    f" -j SNAT --to-source {public}:{first}-{last}",
+                ]
+            commands += [
+                f"iptables -A FORWARD -i {wan} -o {lan} -m conntrack --ctstate DNAT -j ACCEPT",
+                f"iptables -A FORWARD -i {lan} -o {lan} -m conntrack --ctstate DNAT -j ACCEPT",
+            ]
+        commands.append(f"iptables -A FORWARD -i {wan} -o {lan} -j DROP")
         if self.wan_input == "drop":
             commands += [
                 f"iptables -A INPUT -i {wan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
@@ -500,8 +600,18 @@ class NatNetTopo(Topo):  # type: ignore[misc]  # mininet is untyped
             return str(self.addHost(name, ip=ip, **params))
 
         internet = self.addSwitch("s0")
+        lans = {n: self.addSwitch(f"s{n}") for n in range(1, len(spec.nats) + 1)}
         for n, nat in enumerate(spec.nats, start=1):
             name = spec.nat_name(n)
+            cgn_params: dict[str, Any] = {}
+            if nat.behind:
+                cgn_params["defaultRoute"] = f"via {spec.lan_ip(nat.behind)}"
+                cgn_params["port_block"] = spec.port_block(n)
+            if nat.role == "cgn":
+                cgn_params["cgn_public_ip"] = spec.nat_wan_ip(n)
+                if nat.hairpin:
+                    blocks = [(spec.wan_ip(m), *block) for m in spec.subscribers(n) if (block := spec.port_block(m))]
+                    cgn_params["hairpin_blocks"] = blocks
             v6_params = {}
             if v6:
                 v6_params = {
@@ -513,20 +623,21 @@ class NatNetTopo(Topo):  # type: ignore[misc]  # mininet is untyped
             self.addHost(
                 name,
                 cls=NATBox,
-                ip=f"{spec.nat_wan_ip(n)}/24",
+                ip=f"{spec.wan_ip(n)}/24",
                 kind=nat.kind,
-                lan_subnet=spec.lan_subnet(n),
-                lan_ip=f"{spec.lan_gateway(n)}/24",
+                lan_subnet=spec.lan_net(n),
+                lan_ip=f"{spec.lan_ip(n)}/24",
                 udp_timeout=nat.udp_timeout,
                 udp_timeout_stream=nat.udp_timeout_stream,
                 wan_input=nat.wan_input,
                 delay_ms=spec.wan_delay_ms,
                 loss_pct=spec.wan_loss_pct,
                 **v6_params,
+                **cgn_params,
             )
-            # WAN first: NATBox relies on port 0 = WAN, port 1 = LAN.
-            self.addLink(name, internet, intfName1=f"{name}-eth0")
-            lan = self.addSwitch(f"s{n}")
+            # WAN first: NATBox relies on port 0 = WAN, port 1 = LAN. Behind a CGN, the WAN is on its LAN.
+            self.addLink(name, lans[nat.behind] if nat.behind else internet, intfName1=f"{name}-eth0")
+            lan = lans[n]
             self.addLink(name, lan, intfName1=f"{name}-eth1")
             for k in range(2, nat.hosts + 2):
                 host = end_host(
@@ -610,6 +721,86 @@ def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = Fals
     return seed_spec((kind1, kind2), hosts_per_lan=1, **settings)
 
 
+ZOO_KINDS = ("open", "easy", "easy-trap", "hard", "hard-trap", "cgnat", "cgnat-hairpin", "same-lan")
+"""The NAT zoo (issue 14; topologies/README.md, "The NAT zoo", says each in RFC 4787 terms):
+open: no NAT (a public host); easy: cone (endpoint-independent mapping), drops unsolicited WAN input;
+easy-trap: cone, answers it (the conntrack trap); hard: symmetric (--random-fully), drops; hard-trap:
+symmetric, answers; cgnat: an easy home NAT whose WAN is in 100.64.0.0/10 behind a carrier-grade NAT
+(cone, drops) that several home NATs share and that does not hairpin; cgnat-hairpin: the same behind a
+CGN with deterministic port blocks and static DNAT back, which hairpins; same-lan: two peers behind one
+easy NAT."""
+
+ZOO_HOME_NATS = {
+    "easy": NatSpec("cone", wan_input="drop"),
+    "easy-trap": NatSpec("cone", wan_input="accept"),
+    "hard": NatSpec("symmetric", wan_input="drop"),
+    "hard-trap": NatSpec("symmetric", wan_input="accept"),
+}
+ZOO_CGN_HOME = NatSpec("cone", wan_input="drop")
+"""Behind a CGN: an ordinary home router (easy). The CGN itself is a cone NAT that drops unsolicited input."""
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """A network that holds every kind of the zoo, and where each kind's hosts are.
+
+    sites[kind]: for each NAT of that kind (for ``open``: each public host pair, for ``cgnat`` and
+    ``cgnat-hairpin``: each home NAT behind the one CGN), the host names behind it. Two hosts of
+    different sites of one kind are behind different NAT boxes of that kind (for the CGN kinds: different
+    home NATs behind the same CGN); ``same-lan`` has one site, whose hosts share a NAT.
+    """
+
+    spec: NetSpec
+    sites: dict[str, tuple[tuple[str, ...], ...]]
+    nat_of: dict[str, str]
+    """Host name -> the NAT box in front of it (its LAN side is where its datagrams can be seen), or ''."""
+
+
+def zoo(kinds: Sequence[str] = ZOO_KINDS, *, hosts_per_site: int = 2, **settings: Any) -> Zoo:
+    """The zoo network: two NAT boxes with ``hosts_per_site`` hosts each for every NAT kind, a CGN
+    with two home NATs behind it for each CGN kind, one NAT with two hosts for ``same-lan``, and
+    2 x ``hosts_per_site`` public hosts for ``open`` (plus ``server``). ``settings``: NetSpec's
+    public_hosts is set here; wan_delay_ms and loss_pct may be given."""
+    if unknown := sorted(set(kinds) - set(ZOO_KINDS)):
+        raise ValueError(f"unknown zoo kinds {unknown}; the kinds are {', '.join(ZOO_KINDS)}")
+    nats: list[NatSpec] = []
+    owned: list[tuple[str, int]] = []  # (kind, nat number) of the NATs with hosts, in order
+    for kind in kinds:
+        if kind in ZOO_HOME_NATS:
+            for _ in range(2):
+                nats.append(replace(ZOO_HOME_NATS[kind], hosts=hosts_per_site))
+                owned.append((kind, len(nats)))
+        elif kind in ("cgnat", "cgnat-hairpin"):
+            nats.append(NatSpec("cone", hosts=0, wan_input="drop", role="cgn", hairpin=kind == "cgnat-hairpin"))
+            cgn = len(nats)
+            for _ in range(2):
+                nats.append(replace(ZOO_CGN_HOME, hosts=hosts_per_site, behind=cgn))
+                owned.append((kind, len(nats)))
+        elif kind == "same-lan":
+            nats.append(replace(ZOO_HOME_NATS["easy"], hosts=2))
+            owned.append((kind, len(nats)))
+    publics = 2 * hosts_per_site if "open" in kinds else 0
+    spec = NetSpec(nats=tuple(nats), public_hosts=publics, **settings)
+    sites: dict[str, list[tuple[str, ...]]] = {kind: [] for kind in kinds}
+    nat_of: dict[str, str] = {}
+    for kind, n in owned:
+        names = tuple(spec.private_names(n))
+        sites[kind].append(names)
+        nat_of.update(dict.fromkeys(names, spec.nat_name(n)))
+    if "open" in kinds:
+        public = [f"public{p}" for p in range(1, publics + 1)]
+        sites["open"] = [tuple(public[:hosts_per_site]), tuple(public[hosts_per_site:])]
+        nat_of.update(dict.fromkeys(public, ""))
+    return Zoo(spec, {kind: tuple(s) for kind, s in sites.items()}, nat_of)
+
+
+def zoo_network(
+    kinds: Sequence[str] = ZOO_KINDS, *, log_level: str = "warning", **settings: Any
+) -> contextlib.AbstractContextManager[Mininet]:
+    """The zoo network (see zoo()) as a context manager."""
+    return network(zoo(kinds, **settings).spec, log_level=log_level)
+
+
 def _spec_from_mn_args(nats: int, hosts: int, publics: int, args: Sequence[Any], kwargs: dict[str, Any]) -> NetSpec:
     """Turn ``mn --topo name,arg,...,key=value`` arguments into a NetSpec.
 
@@ -667,7 +858,15 @@ def _pair_topo(*args: Any, same_nat: int = 0, **kwargs: Any) -> NatNetTopo:
     return NatNetTopo(spec=_spec_from_mn_args(2, 1, 0, args, kwargs))
 
 
-topos = {"seed": _seed_topo, "pair": _pair_topo}
+def _zoo_topo(*args: Any, hosts: int = 2, **kwargs: Any) -> NatNetTopo:
+    """mn --topo zoo[,kind,...][,hosts=N][,delay=MS][,loss=PCT]: the NAT zoo (all kinds by default)."""
+    settings = {"wan_delay_ms": float(kwargs.pop("delay", 0)), "wan_loss_pct": float(kwargs.pop("loss", 0))}
+    if kwargs:
+        raise ValueError(f"unknown natnet topology parameters: {sorted(kwargs)}")
+    return NatNetTopo(spec=zoo(tuple(str(a) for a in args) or ZOO_KINDS, hosts_per_site=int(hosts), **settings).spec)
+
+
+topos = {"seed": _seed_topo, "pair": _pair_topo, "zoo": _zoo_topo}
 
 
 # ---------------------------------------------------------------------------

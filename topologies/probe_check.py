@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from harness import is_root  # noqa: E402
 from natnet import seed_network, seed_spec  # noqa: E402
 
 KINDS = ("cone", "symmetric")
@@ -166,6 +167,8 @@ def main() -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also print the probes' text output")
     args = parser.parse_args()
+    if not is_root():
+        return 2
     natchat = os.path.abspath(args.natchat)
     result = measure(natchat, args.verbose)
     print(json.dumps(result, indent=2))

@@ -37,23 +37,32 @@ networks are always torn down. All traffic stays inside the network namespaces t
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from hostproc import Expired, HostProc, Transcript, natchat  # noqa: E402
+from harness import (  # noqa: E402
+    Events,
+    Expired,
+    HostProc,
+    Scenario,
+    Transcript,
+    is_root,
+    natchat,
+    now,
+    print_table,
+    report,
+    run_steps,
+    scenario_parser,
+)
 from natnet import seed_network  # noqa: E402
-from seed_scenario import is_root, report, scenario_parser  # noqa: E402
 
 SERVER_IP = "10.0.0.3"
 KEEPALIVE = 10.0  # natchat join's default
@@ -66,73 +75,12 @@ SLACK = 1.0  # a round trip, the server's start-up and reading the line, on top 
 WARMUP = 16.0  # the first keepalives after registering: 0.25 + 0.5 + 1 + 2 + 4 + 8 s
 
 
-@dataclass
-class Row:
-    scenario: str
-    passed: bool
-    seconds: float
-    how: str
-    detail: str
+class ReliabilityScenario(Scenario):
+    """The shared steps (each with how it was tested) and table, plus what was measured, for the report."""
 
-
-class Scenario:
     def __init__(self, transcript: Transcript) -> None:
-        self.t = transcript
-        self.rows: list[Row] = []
+        super().__init__(transcript, dump_lines=60)
         self.measured: dict[str, Any] = {}
-
-    @contextmanager
-    def step(self, name: str, how: str) -> Iterator[list[str]]:
-        """Time a scenario; an exception inside marks it failed (with the reason) and is not re-raised."""
-        detail: list[str] = []
-        start = time.monotonic()
-        try:
-            yield detail
-        except Exception as exc:
-            detail.append(f"{type(exc).__name__}: {exc}")
-            self.rows.append(Row(name, False, time.monotonic() - start, how, "; ".join(detail)))
-            print(f"FAILED {name}: {exc}\n--- last lines of the transcript ---\n{self.t.dump(60)}", file=sys.stderr)
-        else:
-            self.rows.append(Row(name, True, time.monotonic() - start, how, "; ".join(detail)))
-
-
-# --- reading the --json event streams ---------------------------------------------------------------------------
-
-
-class Events:
-    """The JSON events one natchat process printed, with the time each line was read."""
-
-    def __init__(self, proc: HostProc) -> None:
-        self.proc = proc
-
-    def all(self, kind: str | None = None) -> list[tuple[float, dict[str, Any]]]:
-        """Its events so far (not those of an earlier process of the same name)."""
-        found = []
-        lines = self.proc.transcript.lines
-        mine = [i for i, (_, who, mark, _) in enumerate(lines) if who == self.proc.name and mark == "$"]
-        for at, who, mark, text in lines[mine[-1] if mine else 0 :]:
-            if who != self.proc.name or mark != "|" or not text.startswith("{"):
-                continue
-            event = json.loads(text)
-            if kind is None or event.get("event") == kind:
-                found.append((at, event))
-        return found
-
-    def wait(self, kind: str, where: Callable[[dict[str, Any]], bool], within: float, after: float = 0.0) -> float:
-        """Wait for an event of ``kind`` (read after transcript time ``after``) for which ``where`` holds;
-        returns the transcript time it was read."""
-        deadline = time.monotonic() + within
-        while True:
-            for at, event in self.all(kind):
-                if at >= after and where(event):
-                    return at
-            if time.monotonic() >= deadline:
-                raise Expired(f"{self.proc.name}: no {kind} event as expected within {within:g} s")
-            self.proc.poll(0.1)
-
-
-def now(t: Transcript) -> float:
-    return time.monotonic() - t.start
 
 
 def show_list(proc: HostProc, within: float = 30.0) -> list[tuple[str, str]]:
@@ -225,7 +173,7 @@ def drop_counts(net: Any) -> str:
     return ", ".join(parts)
 
 
-def run_loss(sc: Scenario, pct: float, messages: int) -> None:
+def run_loss(sc: ReliabilityScenario, pct: float, messages: int) -> None:
     peer_loss = 100 * (1 - (1 - pct / 100) ** 2)
     name = f"1 loss {pct:g} % per NAT crossing: {messages} messages each way, exactly once, in order"
     how = (
@@ -305,7 +253,7 @@ def public_ports(nat: Any, private_ip: str) -> set[int]:
     return ports
 
 
-def run_restart_rebind_leave(sc: Scenario) -> None:
+def run_restart_rebind_leave(sc: ReliabilityScenario) -> None:
     with (
         seed_network(("cone", "cone"), hosts_per_lan=1, public_hosts=1, wan_delay_ms=WAN_DELAY_MS) as net,
         ExitStack() as stack,
@@ -418,17 +366,6 @@ def run_restart_rebind_leave(sc: Scenario) -> None:
             detail.append("; ".join(parts) + "; no 'disappeared'")
 
 
-def print_table(sc: Scenario) -> None:
-    width = max(len(r.scenario) for r in sc.rows)
-    print(f"\n{'scenario':<{width}}  result  time     measured")
-    print(f"{'-' * width}  ------  -------  --------")
-    for r in sc.rows:
-        print(f"{r.scenario:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.seconds:6.1f}s  {r.detail}")
-        print(f"{'':<{width}}                   how: {r.how}")
-    failed = sum(not r.passed for r in sc.rows)
-    print(f"\n{len(sc.rows) - failed} passed, {failed} failed")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = scenario_parser(__doc__)
     parser.add_argument("--messages", type=int, default=30, help="chat messages each way under loss (default 30)")
@@ -438,17 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     if not is_root():
         return 2
     transcript = Transcript(echo=args.demo)
-    sc = Scenario(transcript)
+    sc = ReliabilityScenario(transcript)
     steps: list[Callable[[], None]] = []
     if not args.skip_loss:
         steps.extend(lambda p=float(p): run_loss(sc, p, args.messages) for p in args.losses.split(",") if p.strip())
     steps.append(lambda: run_restart_rebind_leave(sc))
-    for run in steps:
-        try:
-            run()
-        except Exception:  # a broken step must not stop the report (or the cleanup)
-            sc.rows.append(Row("setup", False, 0.0, "", traceback.format_exc(limit=3).strip().splitlines()[-1]))
-            traceback.print_exc()
+    run_steps(sc, steps)
     print_table(sc)
     return report(sc.rows, transcript, args, measured=sc.measured)
 

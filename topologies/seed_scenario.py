@@ -25,26 +25,36 @@ All traffic stays inside the network namespaces this script creates.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import os
 import re
 import signal
 import statistics
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from capture import Capture, Datagram  # noqa: E402
-from hostproc import HostProc, Transcript, natchat  # noqa: E402
+from capture import Capture  # noqa: E402
+from harness import (  # noqa: E402
+    HostProc,
+    Scenario,
+    Transcript,
+    chats,
+    is_root,
+    natchat,
+    print_table,
+    registry_lines,
+    report,
+    run_steps,
+    scenario_parser,
+    show_list,
+)
 from natnet import seed_network  # noqa: E402
 
 SERVER_IP = "10.0.0.3"
@@ -53,14 +63,6 @@ KEEPALIVE = 1.0
 # The assignment's clients, in its registration order, and the host each runs on.
 CLIENTS = {"client1": "pri1_2", "client2": "pri1_3", "client3": "public1", "client4": "pri2_2", "client5": "pri2_3"}
 NAT_OF = {"pri1_2": "10.0.0.1", "pri1_3": "10.0.0.1", "pri2_2": "10.0.0.2", "pri2_3": "10.0.0.2", "public1": "10.0.0.4"}
-
-
-@dataclass
-class Row:
-    scenario: str
-    passed: bool
-    seconds: float
-    detail: str
 
 
 @dataclass
@@ -86,59 +88,15 @@ class PunchStats:
         )
 
 
-class Scenario:
+class SeedScenario(Scenario):
+    """The shared steps and table, plus the punching statistics of each delay."""
+
     def __init__(self, transcript: Transcript) -> None:
-        self.t = transcript
-        self.rows: list[Row] = []
+        super().__init__(transcript)
         self.punch: list[PunchStats] = []
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[list[str]]:
-        """Time a scenario; an exception inside marks it failed (with the reason) and is not re-raised."""
-        detail: list[str] = []
-        start = time.monotonic()
-        try:
-            yield detail
-        except Exception as exc:  # record it, show the transcript, go on to the next step
-            self.rows.append(Row(name, False, time.monotonic() - start, f"{type(exc).__name__}: {exc}"))
-            print(f"FAILED {name}: {exc}\n--- last lines of the transcript ---\n{self.t.dump(40)}", file=sys.stderr)
-        else:
-            self.rows.append(Row(name, True, time.monotonic() - start, "; ".join(detail)))
 
-    def ok(self, name: str) -> bool:
-        return any(r.scenario == name and r.passed for r in self.rows)
-
-
-def show_list(proc: HostProc, expected: int, within: float = 5.0) -> list[tuple[str, str]]:
-    """Type @show_list until it shows ``expected`` lines; returns (id, address) pairs."""
-    deadline = time.monotonic() + within
-    while True:
-        proc.type("@show_list")
-        time.sleep(0.3)
-        proc.poll(0.1)
-        lines = [line for line in proc.out[proc._consumed["out"] :] if re.fullmatch(r"\S+ \S+:\d+", line)]
-        proc._consumed["out"] = len(proc.out)
-        got = [tuple(line.split(" ")) for line in lines]
-        if len(got) == expected or time.monotonic() > deadline:
-            return [(a, b) for a, b in got]
-
-
-def registry_lines(server: HostProc) -> list[tuple[str, str]]:
-    """The server's registry as its output says: registrations minus departures, in order."""
-    reg: dict[str, str] = {}
-    for line in server.out:
-        if m := re.fullmatch(r"(\S+) is (?:deregistered|disappeared) \S+", line):
-            reg.pop(m.group(1), None)
-        elif m := re.fullmatch(r"(\S+) (\S+:\d+)", line):
-            reg[m.group(1)] = m.group(2)
-    return list(reg.items())
-
-
-def chats(datagrams: list[Datagram]) -> list[Datagram]:
-    return [d for d in datagrams if d.natchat_type in ("chat", "chat_ack")]
-
-
-def run_behaviours(sc: Scenario, net: Any) -> None:
+def run_behaviours(sc: SeedScenario, net: Any) -> None:
     t = sc.t
     procs: dict[str, HostProc] = {}
     with ExitStack() as stack:
@@ -225,7 +183,7 @@ def run_behaviours(sc: Scenario, net: Any) -> None:
             procs[cid].type("@exit")
 
 
-def run_pairs(sc: Scenario, net: Any, delay_ms: float, pairs: int) -> None:
+def run_pairs(sc: SeedScenario, net: Any, delay_ms: float, pairs: int) -> None:
     """Fresh processes on fresh ports each time: punch across nat1 <-> nat2 and deliver one message."""
     stats = PunchStats(delay_ms)
     sc.punch.append(stats)
@@ -262,42 +220,6 @@ def run_pairs(sc: Scenario, net: Any, delay_ms: float, pairs: int) -> None:
         assert stats.delivered == stats.pairs == pairs, stats.summary()
 
 
-def print_table(sc: Scenario) -> None:
-    width = max(len(r.scenario) for r in sc.rows)
-    print(f"\n{'scenario':<{width}}  result  time     detail")
-    print(f"{'-' * width}  ------  -------  ------")
-    for r in sc.rows:
-        print(f"{r.scenario:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.seconds:6.1f}s  {r.detail}")
-    failed = sum(not r.passed for r in sc.rows)
-    print(f"\n{len(sc.rows) - failed} passed, {failed} failed")
-
-
-def scenario_parser(doc: str | None) -> argparse.ArgumentParser:
-    """The options every scenario script takes: --demo, --json and --transcript."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", action="store_true", help="print the transcript as it happens")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--transcript", metavar="PATH", help="write the whole transcript there")
-    return parser
-
-
-def is_root() -> bool:
-    if os.geteuid() != 0:
-        print("error: run as root (Mininet needs network namespaces)", file=sys.stderr)
-    return os.geteuid() == 0
-
-
-def report(rows: list[Any], transcript: Transcript, args: argparse.Namespace, **extra: Any) -> int:
-    """Write the transcript and the JSON report (``rows`` and ``extra``) where asked; the exit status."""
-    if args.transcript:
-        with open(args.transcript, "w") as f:
-            f.write(transcript.dump() + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": [asdict(r) for r in rows], **extra}, f, indent=2)
-    return 0 if rows and all(r.passed for r in rows) else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = scenario_parser(__doc__)
     parser.add_argument("--pairs", type=int, default=20, help="fresh cross-NAT pairs per delay (default 20)")
@@ -306,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if not is_root():
         return 2
     transcript = Transcript(echo=args.demo)
-    sc = Scenario(transcript)
+    sc = SeedScenario(transcript)
     steps: list[Callable[[], None]] = []
     delays = [float(d) for d in args.delays.split(",") if d.strip()]
 
@@ -325,12 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     steps.append(behaviours)
     if args.pairs > 0:
         steps.extend(lambda d=d: punching(d) for d in delays)
-    for run in steps:
-        try:
-            run()
-        except Exception:  # a broken step must not stop the report (or the cleanup)
-            sc.rows.append(Row("setup", False, 0.0, traceback.format_exc(limit=3).strip().splitlines()[-1]))
-            traceback.print_exc()
+    run_steps(sc, steps)
     print_table(sc)
     if args.demo:
         print("($: a program started on a host, >: typed, |: printed on stdout, !: on stderr or a signal)")
