@@ -192,7 +192,7 @@ class PunchBroker:
         life = p.life
         key = (min(me.info.id, peer.info.id), max(me.info.id, peer.info.id))
         record = self._birthdays.pop(key, None) or _Birthday(ends=0.0)
-        record.ends = at + life + 0.5  # (the go's way there and the last answer's way back)
+        record.ends = at + life - 0.1  # (a client asks again at its end: a little early is safe)
         self._birthdays[key] = record
         while len(self._birthdays) > BIRTHDAY_PAIRS:
             self._birthdays.popitem(last=False)
