@@ -222,3 +222,16 @@ def test_easy_pairs_keep_todays_punch() -> None:
     sends = [x for x in sim.sent if x[0].host == EASY and x[1].host == "10.0.4.1"]
     assert len(sends) < 20
     assert not any(isinstance(x, Send) for x in [])  # (Send imported for the type of actions)
+
+
+def test_a_side_without_nat_keeps_todays_punch_with_a_hard_side() -> None:
+    sim = Sim(relay=True, alt=True, seed=7)
+    a = sim.add("a", EASY, nat=False)  # a public host: its private address is its public one
+    sim.add("b", HARD, hard=True)
+    sim.run(2.0)
+    a.session.chat("b", "hi", sim.now)
+    sim.run(2.0)
+    goes = [wire.decode(d) for s, _, d in sim.sent if s == SERVER and b'"punch_go"' in d]
+    assert goes and all(isinstance(g, wire.PunchGo) and g.plan is None for g in goes)
+    assert a.session.path_kind("b") == "direct"
+    assert len(sim.nodes["b"].sockets) <= 2  # no fan-out

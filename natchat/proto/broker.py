@@ -110,6 +110,8 @@ class PunchBroker:
     def plan(self, me: Side, them: Side, now: float, *, relay: bool) -> birthday.Plan:
         """The strategy for the pair, from their registered kinds (and a failed birthday attempt)."""
         same_host = me.info.pub.host == them.info.pub.host
+        if me.info.pub == me.info.priv or them.info.pub == them.info.priv:
+            return birthday.Plan(Strategy.SCHEDULED)  # a side with no NAT: today's punch reaches it at once
         plan = birthday.choose(
             _kind(me.mapping),
             _kind(them.mapping),
