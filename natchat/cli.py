@@ -317,6 +317,15 @@ def join_command(
             help="Seconds without a direct path before messages go through the midPeer relay.",
         ),
     ] = 3.0,
+    no_spray: Annotated[
+        bool,
+        typer.Option(
+            "--no-spray",
+            envvar="NATCHAT_NO_SPRAY",
+            help="Take no part in birthday punching (no spray of probes, no fan-out of sockets) for networks "
+            "where it looks like a scan; pairs with a hard NAT are then relayed.",
+        ),
+    ] = False,
     secret: Annotated[str | None, _SECRET] = None,
 ) -> None:
     """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @path <id>, @help, @exit."""
@@ -336,6 +345,7 @@ def join_command(
         path="direct" if direct_only else "relay" if relay_only else "auto",
         relay_after=relay_after,
         secret=_secret_bytes(secret),
+        spray=not no_spray,
     )
     # a person at a terminal gets the line editor; pipes, files, dumb terminals and --json get plain lines
     terminal = not json_output and can_edit(sys.stdin, sys.stdout)

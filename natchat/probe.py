@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import trio
 
 from .net import UDP_RECV_SIZE, bind_udp, family_of, local_ip_toward, sockaddr_for, to_addr
+from .proto import stun
 from .proto.probe import (
     MappingProber,
     ProbeConfig,
@@ -64,6 +65,11 @@ class ProbeService:
             try:
                 data, source = await alt.recvfrom(UDP_RECV_SIZE)
             except OSError:
+                continue
+            if stun.is_stun(data):  # STUN Binding, as on the main port: a client learns its mapping kind
+                if (answer := stun.binding_response(data, to_addr(source))) is not None:
+                    with contextlib.suppress(OSError):
+                        await alt.sendto(answer, source)
                 continue
             self.responder.receive_datagram(data, to_addr(source), "alt", trio.current_time())
             await self.flush()

@@ -205,6 +205,7 @@ async def serve(
                 relay_rate=config.relay_rate,
                 relay_bytes=config.relay_bytes,
                 secret=config.secret,
+                alt_port=alt.getsockname()[1] if alt is not None else None,
             )
             shell = _Shell(proto, sock, emit, probes)
             nursery.start_soon(shell.sweeper)

@@ -63,6 +63,9 @@ class SocketsShell:
         self.after_flush = after_flush
         self.sockets: dict[int, trio.socket.SocketType] = {}
         self._receivers: dict[int, trio.CancelScope] = {}
+        self._flushing = trio.Lock()
+        """One flush at a time: opening a socket yields, and a flush that ran meanwhile (a datagram, the
+        timer) could close a socket that is still being opened, which would then stay open."""
         self._timer = TimerLoop()
 
     async def start(self) -> None:
@@ -96,6 +99,10 @@ class SocketsShell:
 
     async def flush(self) -> None:
         """Carry out the owner's actions, call ``after_flush``, and re-arm the timer."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while actions := self.owner.actions():
             for action in actions:
                 match action:

@@ -16,14 +16,16 @@ local ports they sent from, counted from a packet capture on each host, not from
 
 Every cell has an EXPECTED path (the table below: what natchat does today). The run fails when a pair
 gets a worse path than expected (lan < direct < relay), loses a message, or is relayed without the
-server saying so. Cells marked ``*`` in the table are the ones issue 14's birthday punching should move
-to ``direct``: flip them there when it lands. Prints the grid; ``--markdown`` writes it (``make grid``:
-docs/NAT_GRID.md). The network is always torn down; all traffic stays inside its namespaces.
+server saying so. Cells marked ``direct%`` go direct by issue 14's birthday punching in at least
+``BIRTHDAY_SHARE`` of their pairs (the others may be relayed); ``relay*`` cells should move to direct
+with it too (the CGN cells with a hard side; flip them when measured). Prints the grid; ``--markdown``
+writes it (``make grid``: docs/NAT_GRID.md). The network is always torn down; all traffic stays inside its namespaces.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -64,6 +66,10 @@ RANK = {"lan": 0, "direct": 1, "relay": 2, "none": 3}
 # (issue 14: the hard side opens many sockets, the easy side sprays the hard side's ports) should make it
 # direct: flip those to "direct" when it lands. The -trap cells keep relaying: unsolicited probes leave
 # conntrack entries there that collide with the port the NAT would pick (topologies/README.md).
+# "direct%": direct by birthday punching (one attempt, about 98 % by the formula): at least
+# BIRTHDAY_SHARE of the pairs must go direct; the others may be relayed (the introducer relays a pair
+# whose birthday attempt failed), never lose a message. (easy <-> hard-trap goes direct too: the spray's
+# unsolicited probes leave entries only at ports no fan-out socket has.)
 # cgnat <-> cgnat: two home NATs behind one CGN that does not hairpin: nothing but the relay.
 EXPECTED: dict[str, dict[str, str]] = {
     "open": dict.fromkeys(PAIR_KINDS, "direct"),
@@ -71,8 +77,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "open": "direct",
         "easy": "direct",
         "easy-trap": "direct",
-        "hard": "relay*",
-        "hard-trap": "relay",
+        "hard": "direct%",
+        "hard-trap": "direct%",
         "cgnat": "direct",
         "cgnat-hairpin": "direct",
     },
@@ -87,7 +93,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     },
     "hard": {
         "open": "direct",
-        "easy": "relay*",
+        "easy": "direct%",
         "easy-trap": "relay",
         "hard": "relay",
         "hard-trap": "relay",
@@ -96,7 +102,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     },
     "hard-trap": {
         "open": "direct",
-        "easy": "relay",
+        "easy": "direct%",
         "easy-trap": "relay",
         "hard": "relay",
         "hard-trap": "relay",
@@ -135,10 +141,19 @@ UPGRADE_WITHIN = 10.0
 second) for this long before a worse path than expected counts."""
 
 
+BIRTHDAY_SHARE = 0.9
+"""A "direct%" cell passes with at least this share of its pairs direct (issue 14's goal: 90 %)."""
+
+
 def expected(first: str, other: str) -> tuple[str, bool]:
-    """The expected path of a cell and whether birthday punching should make it direct."""
+    """The expected path of a cell and whether birthday punching should make (or makes) it direct."""
     value = EXPECTED[first][other]
-    return value.rstrip("*"), value.endswith("*")
+    return value.rstrip("*%"), value.endswith(("*", "%"))
+
+
+def share(first: str, other: str) -> float:
+    """The share of a cell's pairs that must get the expected path (the others may be relayed)."""
+    return BIRTHDAY_SHARE if EXPECTED[first][other].endswith("%") else 1.0
 
 
 @dataclass
@@ -167,6 +182,8 @@ class Cell:
     expected: str
     birthday: bool
     pairs: list[Pair] = field(default_factory=list)
+    share: float = 1.0
+    """At least this share of the pairs must get the expected path; the others may be relayed."""
 
     @property
     def name(self) -> str:
@@ -181,16 +198,21 @@ class Cell:
     def failures(self) -> list[str]:
         """Why the cell failed, one entry per failing pair (empty: it passed)."""
         out = []
+        worse = []
         for p in self.pairs:
             worst = max((p.path, p.path_back), key=lambda x: RANK.get(x, 9))
             if p.error:
                 out.append(f"pair {p.index}: {p.error}")
             elif p.delivered < 2:
                 out.append(f"pair {p.index}: {2 - p.delivered} message(s) lost")
-            elif RANK.get(worst, 9) > RANK[self.expected]:
+            elif RANK.get(worst, 9) > RANK[self.expected] and (self.share >= 1.0 or worst != "relay"):
                 out.append(f"pair {p.index}: {p.path}/{p.path_back}, expected {self.expected}")
-            elif "relay" in (p.path, p.path_back) and not p.server_relayed:
+            elif RANK.get(worst, 9) > RANK[self.expected]:
+                worse.append(f"pair {p.index}: {p.path}/{p.path_back}, expected {self.expected}")
+            if "relay" in (p.path, p.path_back) and not p.server_relayed and not p.error and p.delivered == 2:
                 out.append(f"pair {p.index}: relayed, but the server printed no 'relaying'")
+        if len(worse) > math.ceil((1.0 - self.share) * len(self.pairs) - 1e-9):  # (1 of 2, 6 or 10)
+            out.extend(worse)
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -390,7 +412,7 @@ def cells_for(kinds: list[str]) -> list[Cell]:
             if (first == "same-lan") != (other == "same-lan"):
                 continue
             path, birthday = expected(first, other)
-            cells.append(Cell(first, other, path, birthday))
+            cells.append(Cell(first, other, path, birthday, share=share(first, other)))
     return cells
 
 
@@ -451,8 +473,10 @@ def markdown(cells: list[Cell], pairs: int, seconds: float, delay_ms: float) -> 
         "time from the first `@chat` to the message shown, and the median cost of a pair: datagrams both "
         "hosts sent to anything but the server (chat and acks left out; captured on the hosts) and the "
         f"distinct local ports they sent from. Clients: `natchat join --json --relay-after {RELAY_AFTER:g}` "
-        "with the server as midPeer (`natchat serve --midpeer`). `*`: relayed today, birthday punching "
-        '(issue 14) should make it direct. The kinds are in `topologies/README.md` ("The NAT zoo").',
+        "with the server as midPeer (`natchat serve --midpeer`). `direct*`: direct by birthday punching "
+        "(issue 14) in at least 90 % of the pairs (the others relayed); `relay*`: relayed, birthday punching "
+        "should make it direct (the CGN cells with a hard side: not measured with it yet). "
+        'The kinds are in `topologies/README.md` ("The NAT zoo").',
         "",
         "| first \\ other | " + " | ".join(kinds) + " |",
         "|---|" + "---|" * len(kinds),

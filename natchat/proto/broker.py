@@ -7,8 +7,12 @@ start-time offsets from one attempt to the next.
 May not touch: the registry (the caller authenticates the requester, finds the peer and passes both
 in), the outgoing queue (it returns the messages to send) and the clock (time is passed in).
 
-Where the go's are built (:meth:`PunchBroker._goes`) is the one place a second punching strategy,
-chosen per pair, would plug in: it decides what each side is told and when.
+The strategy per pair (:func:`~natchat.proto.birthday.choose`, from the mapping kinds the two
+registered) is decided in :meth:`PunchBroker.request` before anything else: today's scheduled punch (the
+rendezvous on fresh sockets included), a birthday attempt (both go's at once, to both registered
+addresses, with the ``spray`` and ``fan_out`` plans), or the relay at once (``["relay"]`` to both). A
+pair whose birthday attempt failed (it asks again after the attempt's life: the conntrack trap of the
+``-trap`` NATs, ``docs/PROTOCOL.md``) is remembered for :data:`FAILED_MEMORY` seconds and relayed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from . import wire
+from . import birthday, wire
+from .birthday import MappingKind, Role, Strategy
 from .wire import Addr, PeerInfo
 
 PUNCH_RENDEZVOUS_TTL = 10.0
@@ -42,15 +47,45 @@ def sweep_offset(attempt: int) -> float:
     return (magnitude if index % 2 else -magnitude) * PUNCH_SWEEP_STEP
 
 
+FAILED_MEMORY = 120.0
+"""Seconds a pair whose birthday attempt failed is relayed at once instead of sprayed again."""
+FAILED_WITHIN = 10.0
+"""A pair that asks again within this many seconds after its birthday attempt's end had it fail (a pair
+that found its path asks again only when that path dies, later)."""
+BIRTHDAY_PAIRS = 4096
+"""At most this many pairs' birthday attempts are remembered (the oldest is forgotten first)."""
+
+PARAMS = birthday.Params()
+"""The counts and pacing of every birthday attempt this broker schedules."""
+
+
+def _kind(mapping: str | None) -> MappingKind:
+    try:
+        return MappingKind(mapping) if mapping is not None else MappingKind.UNKNOWN
+    except ValueError:
+        return MappingKind.UNKNOWN
+
+
 @dataclass(frozen=True, slots=True)
 class Side:
     """One peer of a punching attempt, as the server knows it now: its registered ``info``, the
-    round-trip time it last reported, and where it asks from (its public and private address)."""
+    round-trip time it last reported, where it asks from (its public and private address), its mapping
+    kind as registered and whether it takes part in birthday attempts."""
 
     info: PeerInfo
     rtt: float
     pub: Addr
     priv: Addr
+    mapping: str | None = None
+    spray: bool = True
+
+
+@dataclass(slots=True)
+class _Birthday:
+    """The last birthday attempt of a pair: when it ends, and until when the pair is relayed instead."""
+
+    ends: float
+    failed_until: float = float("-inf")
 
 
 @dataclass(slots=True)
@@ -68,9 +103,47 @@ Outgoing = list[tuple[wire.Message, Addr]]
 class PunchBroker:
     def __init__(self) -> None:
         self._rendezvous: OrderedDict[tuple[str, str, int], _Rendezvous] = OrderedDict()
+        self._birthdays: OrderedDict[tuple[str, str], _Birthday] = OrderedDict()
+        self.birthday_failed = 0
+        """Birthday attempts that ended without a path (the pair asked again)."""
 
-    def request(self, me: Side, peer: PeerInfo, peer_rtt: float, attempt: int, now: float) -> Outgoing:
-        """``me`` asks to punch to ``peer`` (registered, not ``me``): what to send whom."""
+    def plan(self, me: Side, them: Side, now: float, *, relay: bool) -> birthday.Plan:
+        """The strategy for the pair, from their registered kinds (and a failed birthday attempt)."""
+        same_host = me.info.pub.host == them.info.pub.host
+        if me.info.pub == me.info.priv or them.info.pub == them.info.priv:
+            return birthday.Plan(Strategy.SCHEDULED)  # a side with no NAT: today's punch reaches it at once
+        plan = birthday.choose(
+            _kind(me.mapping),
+            _kind(them.mapping),
+            a_willing=me.spray,
+            b_willing=them.spray,
+            relay=relay,
+            same_host=same_host,
+        )
+        if plan.strategy is not Strategy.BIRTHDAY:
+            return plan
+        key = (min(me.info.id, them.info.id), max(me.info.id, them.info.id))
+        last = self._birthdays.get(key)
+        if last is not None and last.ends <= now < last.ends + FAILED_WITHIN and last.failed_until < now:
+            last.failed_until = now + FAILED_MEMORY  # asked again after the attempt's end: it failed
+            self.birthday_failed += 1
+        if last is not None and now < last.failed_until and relay:
+            return birthday.Plan(Strategy.RELAY)
+        return plan
+
+    def request(self, me: Side, peer: Side, attempt: int, now: float, *, relay: bool = False) -> Outgoing:
+        """``me`` asks to punch to ``peer`` (registered, not ``me``; ``peer``'s addresses are its
+        registered ones): what to send whom. ``relay``: this introducer relays."""
+        plan = self.plan(me, peer, now, relay=relay)
+        if plan.strategy is Strategy.RELAY:
+            return self._relay(me, peer, attempt, now)
+        if plan.strategy is Strategy.BIRTHDAY:
+            assert plan.hard is not None
+            return self._birthday(me, peer, plan, attempt, now)
+        return self._scheduled(me, peer.info, peer.rtt, attempt, now)
+
+    def _scheduled(self, me: Side, peer: PeerInfo, peer_rtt: float, attempt: int, now: float) -> Outgoing:
+        """Today's punch."""
         if me.pub == me.info.pub:
             # From the registered socket: both sides punch from the sockets they registered with, which
             # the server already knows. Tell both now, in the same breath, so their first datagrams cross.
@@ -103,6 +176,39 @@ class PunchBroker:
         for to, about in ((a, b), (b, a)):
             peer = PeerInfo(about.info.id, about.pub, about.priv, about.info.key)
             goes.append((wire.PunchGo(peer=peer, attempt=attempt, at=at_of[to.info.id]), to.pub))
+        return goes
+
+    def _relay(self, me: Side, peer: Side, attempt: int, now: float) -> Outgoing:
+        """``["relay"]`` to both registered addresses: no punch."""
+        goes: Outgoing = []
+        for to, about in ((me, peer), (peer, me)):
+            go = wire.PunchGo(peer=about.info, attempt=attempt, at=now, plan=wire.RelayPlan())
+            goes.append((go, to.info.pub))
+        return goes
+
+    def _birthday(self, me: Side, peer: Side, plan: birthday.Plan, attempt: int, now: float) -> Outgoing:
+        """Both go's at once, to both registered addresses: the hard side fans out from ``at``, the easy
+        side sprays from :meth:`~natchat.proto.birthday.Params.spray_at`."""
+        p = PARAMS
+        at = now + max(me.rtt, peer.rtt) + PUNCH_LEAD_MARGIN
+        life = p.life
+        key = (min(me.info.id, peer.info.id), max(me.info.id, peer.info.id))
+        record = self._birthdays.pop(key, None) or _Birthday(ends=0.0)
+        record.ends = at + life - 0.1  # (a client asks again at its end: a little early is safe)
+        self._birthdays[key] = record
+        while len(self._birthdays) > BIRTHDAY_PAIRS:
+            self._birthdays.popitem(last=False)
+        goes: Outgoing = []
+        for side, (to, about) in zip((birthday.Side.A, birthday.Side.B), ((me, peer), (peer, me)), strict=True):
+            go_plan: wire.Plan
+            if plan.role(side) is Role.FAN_OUT:
+                go_plan = wire.FanOutPlan(sockets=p.sockets, rate=p.open_rate, resend=p.resend, life=life)
+                start = at
+            else:
+                go_plan = wire.SprayPlan(probes=p.probes, rate=p.spray_rate, life=life - (p.spray_at(at) - at))
+                start = p.spray_at(at)
+            go = wire.PunchGo(peer=about.info, attempt=attempt, at=start, plan=go_plan)
+            goes.append((go, to.info.pub))
         return goes
 
     def get_timer(self) -> float | None:

@@ -25,17 +25,20 @@ relays: it must not be able to read). ``docs/ARCHITECTURE.md`` draws the units a
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from . import seal, wire
+from . import seal, stun, wire
 from .actions import Action, CloseSocket, OpenSocket, Send
+from .birthday import MappingKind
 from .directory import HELD_MAX, HELD_PEERS, SHOW_RETRY, SHOW_TRIES
 from .events import ClientEvent, Joined, Left, ListShown, Notice, PathReport, Refused, ServerLost
 from .link import Direct, Held, LinkConfig
+from .mapping import MappingLearner
 from .peers import Peers
 from .ports import Ports
 from .punch import Phase
@@ -103,6 +106,11 @@ class ClientConfig:
     """How long ``@path`` waits for its round-trip measurement."""
     secret: bytes | None = None
     """``--secret``: the pre-shared secret the server (and midPeer) may require (never sent)."""
+    spray: bool = True
+    """Take part in birthday attempts (spray, fan out) when the introducer schedules them; false with
+    ``--no-spray`` (``NATCHAT_NO_SPRAY``)."""
+    learn_mapping: bool = True
+    """Learn the mapping kind by STUN on a challenge that names the server's second port."""
 
     def __post_init__(self) -> None:
         if self.path not in PATH_MODES:
@@ -112,7 +120,13 @@ class ClientConfig:
         stream = StreamConfig(self.deliver_within, self.retransmit_first, self.retransmit_max, self.window)
         relay = RelayConfig(self.path, self.relay_after, self.upgrade_max, self.upgrade_for)
         return LinkConfig(
-            stream, relay, self.probe_interval, self.path_dead_after, self.ping_timeout, self.deliver_within
+            stream,
+            relay,
+            self.probe_interval,
+            self.path_dead_after,
+            self.ping_timeout,
+            self.deliver_within,
+            self.spray,
         )
 
 
@@ -157,8 +171,12 @@ class ClientSession:
         self.pub: Addr | None = None
         self._sealer = Sealer(seal.Keyring(client_id, keys or seal.KeyPair()))
         self._io = io = Ports(client_id, self.config, priv, self._sealer)
-        reg = RegConfig(self.config.keepalive, self.config.register_within, self.config.secret)
-        self._home = io.home = Registration(client_id, server, priv, reg, self._sender(server), key=self.public_key)
+        reg = RegConfig(self.config.keepalive, self.config.register_within, self.config.secret, spray=self.config.spray)
+        home_reg = dataclasses.replace(reg, learn_mapping=self.config.learn_mapping)
+        self._home = io.home = Registration(
+            client_id, server, priv, home_reg, self._sender(server), key=self.public_key
+        )
+        self._mapping = MappingLearner(server, self._rng)
         self._mid = None
         if midpeer is not None and midpeer != server:
             self._mid = Registration(client_id, midpeer, priv, reg, self._sender(midpeer), key=self.public_key)
@@ -253,6 +271,8 @@ class ClientSession:
         if self.state is State.LEAVING:
             return self._home.get_timer()
         timers = [self._home.get_timer(), *self._roster.get_timers()]
+        if self._mapping.waiting and self._mapping.deadline is not None:
+            timers.append(self._mapping.deadline)
         if self._mid is not None:
             timers.append(self._mid.get_timer())
         timers.extend(self._links.get_timers())
@@ -326,6 +346,12 @@ class ClientSession:
         """The one dispatch: by who sent it (the server, the midPeer, or a peer), then by type."""
         if self.state is State.DONE:
             return
+        if stun.is_stun(data):  # before JSON: the answers that tell the mapping kind
+            if sock == MAIN and addr.host == self.server.host and self._mapping.receive_untrusted(data):
+                self._mapping_known(now)
+            else:
+                self._io.drop()
+            return
         try:
             msg = wire.decode(data)
         except wire.WireError:
@@ -349,6 +375,8 @@ class ClientSession:
                 self.state = State.DONE
                 self._io.emit(Left(acknowledged=False))
             return
+        if self._mapping.expired(now):
+            self._mapping_known(now)
         self._home.list_version = self._roster.list.ver or 0
         outcome = self._home.handle_timer(now)
         if isinstance(outcome, GaveUp):
@@ -372,8 +400,23 @@ class ClientSession:
 
     # --- the registrations: what their control messages mean ----------------------------------------
 
+    def _mapping_known(self, now: float) -> None:
+        kind = self._mapping.kind
+        mapping: wire.Mapping | None = None
+        if kind is MappingKind.ENDPOINT_INDEPENDENT:
+            mapping = "independent"
+        elif kind is MappingKind.ENDPOINT_DEPENDENT:
+            mapping = "dependent"
+        self._home.mapping_known(mapping, now)
+        if self._mid is not None:
+            self._mid.mapping, self._mid.mapping_learned = mapping, True  # said with its next registration
+
     def _home_control(self, control: Control, msg: wire.AnyMessage, now: float) -> None:
         emit = self._io.emit
+        if control is Control.CHALLENGED and isinstance(msg, wire.Challenge) and self._home.learning:
+            assert msg.alt is not None
+            for data, dst in self._mapping.start(msg.alt, self._home.srtt, now):
+                self._io.send_raw(MAIN, data, dst, None)
         match control, msg:
             case Control.JOINED, wire.Registered(pub=pub):
                 self.state, self.pub = State.REGISTERED, pub

@@ -180,13 +180,24 @@ class PathUp:
     peer: str
     addr: Addr
     attempt: int
+    probes: int = 0
+    """Probes the winning birthday attempt sent (0: a scheduled punch, or none of ours)."""
+    sockets: int = 0
+    """Fresh sockets the winning birthday attempt opened (its fan-out)."""
 
     def line(self) -> str:
         how = f"attempt {self.attempt}" if self.attempt else "the peer reached us first"
         return f"path to {self.peer} is up via {self.addr} ({how})"
 
     def as_dict(self) -> Json:
-        return {"event": "path", "peer": self.peer, "address": str(self.addr), "attempt": self.attempt}
+        return {
+            "event": "path",
+            "peer": self.peer,
+            "address": str(self.addr),
+            "attempt": self.attempt,
+            "probes": self.probes,
+            "sockets": self.sockets,
+        }
 
 
 @dataclass(frozen=True, slots=True)

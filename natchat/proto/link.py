@@ -17,11 +17,12 @@ import random
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from . import wire
+from . import birthday, wire
 from .events import ChatReceived, ClientEvent, DeliveryFailed, PathChanged, PathReport, PathUp
+from .hardpunch import BirthdayAttempt
 from .punch import DirectPath, Phase, Step
 from .relaypolicy import RelayConfig, RelayPolicy
-from .sockets import SocketPool
+from .sockets import MAIN, SocketPool
 from .stream import ReceiveStream, SendStream, StreamConfig
 from .wire import Addr, PeerInfo
 
@@ -56,6 +57,8 @@ class LinkConfig:
     path_dead_after: float = 2.0
     ping_timeout: float = 2.0
     deliver_within: float = 10.0
+    spray: bool = True
+    """Take part in birthday attempts (false with ``--no-spray``)."""
 
 
 class LinkContext(Protocol):
@@ -63,6 +66,8 @@ class LinkContext(Protocol):
 
     id: str
     pool: SocketPool
+    spray_budget: birthday.WindowBudget
+    fan_out_budget: birthday.WindowBudget
 
     @property
     def relay_server(self) -> Addr:
@@ -105,6 +110,9 @@ class PeerLink:
         )
         self.ping = 0  # an @path measurement in flight (its nonce), and when it left
         self.ping_sent = 0.0
+        self.birthday: BirthdayAttempt | None = None
+        """The birthday attempt under way (a go with a spray or fan-out plan), if any."""
+        self._pinned: tuple[int, float] | None = None  # (socket, until): a birthday win the path keeps
 
     # --- the path port (what the direct path asks for) ---------------------------------------------
 
@@ -135,6 +143,8 @@ class PeerLink:
         timers = self.tx.timers(sending=path.up or relay.relayed)
         timers += path.timers(oldest)
         timers += relay.timers(idle=path.phase is Phase.IDLE)
+        if self.birthday is not None and (bday := self.birthday.get_timer()) is not None:
+            timers.append(bday)
         if (fallback := self._fallback_at()) is not None:
             timers.append(fallback)
         if self.ping:
@@ -154,8 +164,60 @@ class PeerLink:
         elif self.path.phase is Phase.IDLE:
             self._start(now, fresh=False)
 
-    def go(self, attempt: int, sock: int, candidates: list[Addr], start: float, now: float) -> None:
-        self.path.go(attempt, sock, candidates, start, now, self._ctx.attempt_time)
+    def go(
+        self,
+        attempt: int,
+        sock: int,
+        candidates: list[Addr],
+        start: float,
+        now: float,
+        *,
+        plan: wire.Plan | None = None,
+        target: Addr | None = None,
+    ) -> None:
+        """The introducer's ``punch_go``: today's punch (``plan`` None), this side's part of a birthday
+        attempt toward ``target`` (the peer's registered public address), or the relay at once."""
+        if plan is None:
+            self.path.go(attempt, sock, candidates, start, now, self._ctx.attempt_time)
+            return
+        if self.path.up or attempt < self.path.attempt or (attempt == self.path.attempt and self.path.quiet):
+            return  # the path works, or a stale or duplicate go
+        if isinstance(plan, wire.RelayPlan):
+            self._stop_birthday()
+            self.path.go(attempt, sock, [], start, now, self._ctx.attempt_time, life=self._ctx.attempt_time)
+            relay_now = self.config.relay.mode != "direct" and self._ctx.relay_ready and not self.relay.relayed
+            if self.tx.pending and relay_now:
+                self._go_relay(now)
+            return
+        self._stop_birthday()
+        life = min(plan.life, birthday.MAX_LIFE)
+        self.path.go(attempt, sock, [], start, now, self._ctx.attempt_time, life=life)
+        if not self.config.spray or target is None:
+            return  # --no-spray: nothing is sprayed or fanned out, whatever the introducer asks
+        sealed = self._ctx.seal(wire.Probe(src=self._ctx.id, dst=self.peer, attempt=attempt, n=b"", tag=b""))
+        if sealed is None:
+            self._ctx.need(self.peer, now)
+            return
+        self.birthday = BirthdayAttempt(
+            self.peer,
+            attempt,
+            plan,
+            sock=sock,
+            target=target,
+            start=start,
+            probe=wire.encode(sealed),
+            pool=self._ctx.pool,
+            send=lambda s, data, addr: self._ctx.send_raw(s, data, addr, None),
+            spray_budget=self._ctx.spray_budget,
+            fan_out_budget=self._ctx.fan_out_budget,
+            rng=self._rng,
+        )
+        self.birthday.handle_timer(now)
+
+    def _stop_birthday(self) -> None:
+        if self.birthday is not None:
+            self.birthday.stop()
+            self.birthday = None
 
     def invited(self, attempt: int, now: float) -> None:
         self.path.invited(attempt, now, self._ctx.attempt_time)
@@ -196,6 +258,10 @@ class PeerLink:
             self._report(None)
         if (fallback := self._fallback_at()) is not None and now >= fallback:
             self._go_relay(now)
+        if self.birthday is not None:
+            self.birthday.handle_timer(now)
+            if self.birthday.done:
+                self.birthday = None
         phase = self.path.phase
         step = self.path.handle_timer(now, self.tx.oldest_unacked())
         if step is Step.ENDED:
@@ -218,6 +284,7 @@ class PeerLink:
         for out in self.tx.fail_all(self._rng.randrange(1, 2**53)):
             self._ctx.emit(DeliveryFailed(self.peer, out.text, reason))
         if not self.path.up:
+            self._stop_birthday()
             self.path.give_up()
             self.relay.stop_looking()
 
@@ -243,6 +310,7 @@ class PeerLink:
             self._to_peer(self._ctx.seal(msg, out.text.encode()))
 
     def close(self) -> None:
+        self._stop_birthday()
         self.path.close()
 
     # --- rules --------------------------------------------------------------------------------------
@@ -274,9 +342,19 @@ class PeerLink:
         self.pump(now)
 
     def _heard(self, via: Direct, now: float) -> None:
+        pinned = self._pinned is not None and now < self._pinned[1] and self.path.up
+        if pinned and (via.sock, via.addr) != (self.path.sock, self.path.addr):
+            return  # a late probe of the won birthday attempt, from a socket the peer has closed
+        probes = sockets = 0
+        bday = self.birthday
+        if bday is not None and (via.sock == MAIN or bday.owns(via.sock)):
+            self.birthday = None
+            bday.won(via.sock)  # the spray stops; every other fan-out socket closes at once
+            probes, sockets = bday.probes_sent, bday.sockets_opened
+            self._pinned = (via.sock, now + self.config.path_dead_after)
         if not self.path.heard(via.sock, via.addr, now):
             return
-        self._ctx.emit(PathUp(self.peer, via.addr, self.path.attempt))
+        self._ctx.emit(PathUp(self.peer, via.addr, self.path.attempt, probes, sockets))
         if self.relay.direct():  # off the relay: what it has not seen acknowledged goes direct at once
             self.tx.hurry(now)
             self._ctx.emit(PathChanged(self.peer, self.kind(), via.addr))

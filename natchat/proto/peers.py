@@ -92,14 +92,14 @@ class Peers:
         roster, intro = self._ctx.roster, self._ctx.intro
         punching = self._ctx.config.path != "relay"  # --relay-only: never punch
         match msg:
-            case wire.PunchGo(peer=peer, attempt=attempt, at=at) if peer.id in roster:
+            case wire.PunchGo(peer=peer, attempt=attempt, at=at, plan=plan) if peer.id in roster:
                 if intro is self._ctx.home:
                     self.learned([peer], now)  # from the server: as good as a lookup
                 else:
                     roster.need(peer.id, now)  # keys come from the server only, never from a midPeer
                 if punching:
                     where = candidates(peer.pub, peer.priv, intro.pub)
-                    self[peer.id].go(attempt, sock, where, intro.local_time(at, now), now)
+                    self[peer.id].go(attempt, sock, where, intro.local_time(at, now), now, plan=plan, target=peer.pub)
             case wire.PunchInvite(peer=peer, attempt=attempt) if peer in roster:
                 roster.need(peer, now)
                 if punching:

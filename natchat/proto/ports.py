@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
-from . import wire
+from . import birthday, wire
 from .actions import Action, Send
 from .events import ClientEvent
 from .registration import Registration, RegState
@@ -40,6 +40,10 @@ class Ports:
         self.events: deque[ClientEvent] = deque()
         self.dropped = 0
         self.pool = SocketPool(priv, self.actions_append)
+        self.spray_budget = birthday.spray_budget()
+        """Probes sprayed per peer and in all, per minute (one for the session)."""
+        self.fan_out_budget = birthday.fan_out_budget()
+        """Fan-out sockets opened per peer and in all, per minute (one for the session)."""
         self.home: Registration
         self.mid: Registration | None = None
         self.roster: Roster[Held]

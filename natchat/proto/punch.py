@@ -92,6 +92,8 @@ class DirectPath:
         self.next_action = 0.0  # the next probe or punch_req retransmission
         self.candidates: list[Addr] = []
         self.last_heard = float("-inf")
+        self.quiet = False
+        """This attempt is the link's birthday attempt (or a relay plan): probing, but nothing sent here."""
 
     @property
     def up(self) -> bool:
@@ -108,6 +110,7 @@ class DirectPath:
     def start(self, now: float, attempt_time: float, *, fresh: bool, attempt: int | None = None) -> None:
         """Begin attempt ``attempt`` (default: the next one), from the registered or a fresh socket."""
         self.attempt = attempt if attempt is not None else self.attempt + 1
+        self.quiet = False
         self._use_socket(None if fresh else MAIN)
         if fresh:
             self._step(Step.START_FRESH)
@@ -123,11 +126,31 @@ class DirectPath:
             self._ask(now)
 
     def go(
-        self, attempt: int, sock: int, candidates: list[Addr], start: float, now: float, attempt_time: float
+        self,
+        attempt: int,
+        sock: int,
+        candidates: list[Addr],
+        start: float,
+        now: float,
+        attempt_time: float,
+        *,
+        life: float | None = None,
     ) -> None:
-        """The introducer's ``punch_go`` for ``attempt``, arrived on ``sock``: probe from ``start`` on."""
+        """The introducer's ``punch_go`` for ``attempt``, arrived on ``sock``: probe from ``start`` on.
+        ``life``: a go with a plan: ``PROBING`` until ``start + life``, sending nothing (the link's
+        birthday attempt sends, or the relay carries the messages)."""
         if attempt < self.attempt or (attempt == self.attempt and self.phase is Phase.PROBING):
             return  # stale, or a duplicate
+        if life is not None:
+            if self.up:
+                return  # the path works: keep it
+            if sock != self.sock:
+                self._use_socket(sock)
+            self.attempt, self.candidates, self.quiet = attempt, [], True
+            self._step(Step.GO)
+            self.attempt_ends = start + life
+            return
+        self.quiet = False
         if self.up and sock == self.sock and now - self.last_heard < self.dead_after:
             # The path works (the peer's probe beat the introducer's go here): answer toward the
             # candidates too, so that the peer hears us on whichever address it listens, and keep the path.
@@ -181,7 +204,7 @@ class DirectPath:
             if now >= self.attempt_ends:
                 self._step(Step.ENDED)
                 return Step.ENDED
-            if now >= self.next_action:
+            if now >= self.next_action and not (self.quiet and self.phase is Phase.PROBING):
                 if self.phase is Phase.ASKING:
                     self._ask(now)
                 else:
@@ -193,6 +216,8 @@ class DirectPath:
 
     def timers(self, oldest_unacked: float | None) -> list[float]:
         if self.phase in _TRYING:
+            if self.quiet and self.phase is Phase.PROBING:
+                return [self.attempt_ends]
             return [min(self.next_action, self.attempt_ends)]
         if self.up and (dead_at := self.dead_at(oldest_unacked)) is not None:
             return [dead_at]

@@ -89,6 +89,11 @@ class RegConfig:
     register_within: float | None = 10.0
     secret: bytes | None = None
     """``--secret``: prove it (never send it) when the server asks (auth.py)."""
+    learn_mapping: bool = False
+    """On a challenge that names the server's ``alt`` port, wait for the session to learn the mapping
+    kind (:meth:`Registration.mapping_known`) before registering with the cookie."""
+    spray: bool = True
+    """Registered as ``spray`` (false with ``--no-spray``)."""
 
 
 class Registration:
@@ -140,6 +145,11 @@ class Registration:
         self._cookie: str | None = None  # the server's last challenge: proves we receive at our address
         self.unchecked_secret = False
         """We have a secret, and the server said it does not check one."""
+        self.mapping: wire.Mapping | None = None
+        """The mapping kind registered (learned once per session; None: unknown)."""
+        self.mapping_learned = False
+        self.learning = False
+        """Waiting for the mapping kind before registering with the cookie."""
 
     @property
     def registered(self) -> bool:
@@ -263,8 +273,19 @@ class Registration:
         self.unchecked_secret = self.config.secret is not None and not msg.secret
         self._cookie = msg.cookie
         self._rtt_sample(now, None)
+        if self.config.learn_mapping and msg.alt is not None and not self.mapping_learned:
+            self.learning = True  # the session asks the two ports, then calls mapping_known
+            self._retry_at = now + REGISTER_RETRY_MAX
+            return True
         self._send_register(now)
         return True
+
+    def mapping_known(self, mapping: wire.Mapping | None, now: float) -> None:
+        """The session learned the mapping kind (None: it could not): register with the cookie now."""
+        self.mapping, self.mapping_learned = mapping, True
+        if self.learning and self.state is RegState.REGISTERING:
+            self.learning = False
+            self._send_register(now)
 
     def forget_session(self, now: float) -> None:
         """The server does not know our token (it restarted, or timed us out): register afresh."""
@@ -315,7 +336,14 @@ class Registration:
         if self.config.secret is not None and self._cookie is not None:
             proof = auth.proof(self.config.secret, self._cookie, self.id, self.priv, self.key)
         register = wire.Register(
-            id=self.id, priv=self.priv, key=self.key, token=self.token, cookie=self._cookie, proof=proof
+            id=self.id,
+            priv=self.priv,
+            key=self.key,
+            token=self.token,
+            cookie=self._cookie,
+            proof=proof,
+            mapping=self.mapping,
+            spray=self.config.spray,
         )
         self._send(register)
         self._probe_sent_at = now if first else None

@@ -33,6 +33,8 @@ class Entry:
     last_seen: float
     rtt: float = 0.0  # as the client last reported it
     shown_at: float = float("-inf")  # when it last looked up everyone (``@show_list``)
+    mapping: str | None = None  # its mapping kind as registered (``wire.Mapping``; None: unknown)
+    spray: bool = True  # it takes part in birthday attempts (``register.spray``)
 
 
 class Registry:

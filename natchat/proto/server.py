@@ -108,9 +108,12 @@ class RendezvousServer:
         source_rate: float = SOURCE_RATE,
         token_factory: Callable[[], str] = lambda: secrets.token_hex(16),
         cookie_key: bytes | None = None,
+        alt_port: int | None = None,
     ) -> None:
         """``relay``: also be a midPeer relay. ``lists``: send clients the peer list (a standalone
-        midPeer does not: the clients' lists come from their rendezvous server)."""
+        midPeer does not: the clients' lists come from their rendezvous server). ``alt_port``: the second
+        port that answers STUN Binding (named in the challenge; None: none)."""
+        self.alt_port = alt_port
         self.max_clients = max_clients
         self.relay = relay
         self.lists = lists
@@ -258,6 +261,7 @@ class RendezvousServer:
             if changed:
                 self._update(entry, addr, msg.priv, msg.key)  # the NAT rebound this session's mapping
             self.registry.touch(entry, now)
+            entry.mapping, entry.spray = msg.mapping, msg.spray
             if retransmit and not changed:
                 # The list went with the first answer (a client that lost it asks, a second after this
                 # one): on a busy server the first answer is often just still waiting to be sent, and
@@ -269,6 +273,7 @@ class RendezvousServer:
             return
         else:
             entry, change = self.registry.add(PeerInfo(msg.id, addr, msg.priv, msg.key), now)
+            entry.mapping, entry.spray = msg.mapping, msg.spray
             self._events.append(RegisteredEvent(entry.info))
             self._record(change)
         self._fanout.send(self._registered(entry, addr, now), addr)
@@ -283,7 +288,8 @@ class RendezvousServer:
     def _admitted(self, msg: wire.Register, addr: Addr, now: float) -> bool:
         """A new registration shows its cookie (and proof of the secret); if not, it is challenged."""
         if not auth.cookie_ok(self._cookie_key, addr, now, msg.cookie):
-            challenge = wire.Challenge(cookie=auth.cookie(self._cookie_key, addr, now), secret=self.secret is not None)
+            cookie = auth.cookie(self._cookie_key, addr, now)
+            challenge = wire.Challenge(cookie=cookie, secret=self.secret is not None, alt=self.alt_port)
             self._fanout.send(challenge, addr)
             return False
         assert msg.cookie is not None
@@ -329,8 +335,9 @@ class RendezvousServer:
         if peer is None or peer is entry:
             self._fanout.send(wire.Error(code="unknown_peer", msg=f"{msg.peer} is not registered", peer=msg.peer), addr)
             return
-        me = Side(entry.info, entry.rtt, addr, msg.priv)
-        for go, dst in self.broker.request(me, peer.info, peer.rtt, msg.attempt, now):
+        me = Side(entry.info, entry.rtt, addr, msg.priv, entry.mapping, entry.spray)
+        them = Side(peer.info, peer.rtt, peer.info.pub, peer.info.priv, peer.mapping, peer.spray)
+        for go, dst in self.broker.request(me, them, msg.attempt, now, relay=self.relay):
             self._fanout.send(go, dst)
 
     def _on_relay(self, msg: wire.Relay, addr: Addr, size: int, now: float) -> None:

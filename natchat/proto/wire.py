@@ -10,7 +10,7 @@ No ``pickle``, no ``eval``: msgspec decodes straight into typed, validated struc
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -20,7 +20,9 @@ from .codec import WireError as WireError  # re-exported: what decode raises
 
 PROTOCOL_VERSION: Final = 3
 """2: the list carries IDs only; addresses and keys are looked up (``lookup``, ``details``). 3: an
-``error`` about a peer names it in ``peer`` (clients never read IDs out of the text)."""
+``error`` about a peer names it in ``peer`` (clients never read IDs out of the text); and birthday
+punching (every new field's default means "as before"): ``challenge.alt``, ``register.mapping`` and
+``register.spray``, ``punch_go.plan``."""
 MAX_DATAGRAM: Final = 1200
 """No datagram natchat sends is larger than this (bytes); larger incoming ones are rejected unread."""
 
@@ -91,6 +93,10 @@ class Message(Struct, tag_field="t", forbid_unknown_fields=True, kw_only=True, f
     v: int = PROTOCOL_VERSION
 
 
+Mapping = Literal["independent", "dependent"]
+"""A client's mapping kind as it registers it (``birthday.MappingKind``'s values but ``unknown``)."""
+
+
 # --- client -> server -------------------------------------------------------------------------------
 
 
@@ -106,6 +112,11 @@ class Register(Message, tag="register", frozen=True):
     """From the server's ``challenge``: proves this source address receives what is sent to it."""
     proof: Token | None = None
     """With ``serve --secret``: a MAC under the secret of the cookie, ID and private address (auth.py)."""
+    mapping: Mapping | None = None
+    """How the client's NAT maps (learned by STUN to the server's two ports): ``"independent"`` (easy),
+    ``"dependent"`` (hard), None: unknown (as before)."""
+    spray: bool = True
+    """The client takes part in birthday attempts (false with ``--no-spray``: it neither sprays nor fans out)."""
 
 
 class KeepAlive(Message, tag="keepalive", frozen=True):
@@ -176,6 +187,8 @@ class Challenge(Message, tag="challenge", frozen=True):
 
     cookie: Token
     secret: bool
+    alt: Port | None = None
+    """The server's second port on the same address, which answers STUN Binding (None: it has none)."""
 
 
 class Alive(Message, tag="alive", frozen=True):
@@ -234,6 +247,41 @@ class PunchInvite(Message, tag="punch_invite", frozen=True):
     attempt: Attempt
 
 
+Probes = Annotated[int, Meta(ge=1, le=1024)]
+FanSockets = Annotated[int, Meta(ge=1, le=256)]
+Rate = Annotated[float, Meta(gt=0, le=4000)]
+Resend = Annotated[float, Meta(ge=0.05, le=1)]
+Life = Annotated[float, Meta(ge=0, le=5)]
+
+
+class SprayPlan(Struct, array_like=True, tag="spray", frozen=True, forbid_unknown_fields=True):
+    """``["spray", probes, rate, life]``, to the easy side of a birthday attempt: from the socket this
+    arrived on, from ``at``, probe ``probes`` distinct random ports of ``peer.pub``'s host, at most
+    ``rate`` a second, until ``at + life``."""
+
+    probes: Probes
+    rate: Rate
+    life: Life
+
+
+class FanOutPlan(Struct, array_like=True, tag="fan_out", frozen=True, forbid_unknown_fields=True):
+    """``["fan_out", sockets, rate, resend, life]``, to the hard side: from ``at``, open ``sockets`` fresh
+    sockets (at most ``rate`` a second), each probing ``peer.pub`` when it opens and every ``resend``
+    seconds until ``at + life``."""
+
+    sockets: FanSockets
+    rate: Rate
+    resend: Resend
+    life: Life
+
+
+class RelayPlan(Struct, array_like=True, tag="relay", frozen=True, forbid_unknown_fields=True):
+    """``["relay"]``, to both sides: do not punch; relay now, without waiting for ``--relay-after``."""
+
+
+Plan = SprayPlan | FanOutPlan | RelayPlan
+
+
 class PunchGo(Message, tag="punch_go", frozen=True):
     """Start punching toward ``peer`` from the socket this arrived on, at the server's time ``at``.
 
@@ -244,6 +292,8 @@ class PunchGo(Message, tag="punch_go", frozen=True):
     peer: PeerInfo
     attempt: Attempt
     at: Clock
+    plan: Plan | None = None
+    """None: today's scheduled punch. Otherwise this side's part of a birthday attempt, or relay at once."""
 
 
 class Error(Message, tag="error", frozen=True):
