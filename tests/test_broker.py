@@ -12,7 +12,7 @@ B = PeerInfo("b", Addr("10.0.0.2", 1000), Addr("192.168.1.3", 1), b"b" * 32)
 
 def test_from_registered_sockets_both_are_told_at_once_with_one_moment() -> None:
     broker = PunchBroker()
-    goes = broker.request(Side(A, 0.1, A.pub, A.priv), B, 0.3, 2, 50.0)
+    goes = broker.request(Side(A, 0.1, A.pub, A.priv), Side(B, 0.3, B.pub, B.priv), 2, 50.0)
     at = 50.0 + 0.3 + PUNCH_LEAD_MARGIN
     half = sweep_offset(2) / 2
     assert goes == [
@@ -25,10 +25,10 @@ def test_from_registered_sockets_both_are_told_at_once_with_one_moment() -> None
 def test_fresh_sockets_wait_for_both_then_swap_them() -> None:
     broker = PunchBroker()
     a_fresh, b_fresh = Addr("10.0.0.1", 2000), Addr("10.0.0.2", 2000)
-    first = broker.request(Side(A, 0.0, a_fresh, Addr("192.168.1.2", 7)), B, 0.0, 3, 1.0)
+    first = broker.request(Side(A, 0.0, a_fresh, Addr("192.168.1.2", 7)), Side(B, 0.0, B.pub, B.priv), 3, 1.0)
     assert first == [(wire.PunchInvite(peer="a", attempt=3), B.pub)]
     assert broker.expiries() == [1.0 + PUNCH_RENDEZVOUS_TTL] == [broker.get_timer()]
-    goes = broker.request(Side(B, 0.0, b_fresh, Addr("192.168.1.3", 8)), A, 0.0, 3, 2.0)
+    goes = broker.request(Side(B, 0.0, b_fresh, Addr("192.168.1.3", 8)), Side(A, 0.0, A.pub, A.priv), 3, 2.0)
     assert [(go.peer, dst) for go, dst in goes] == [  # type: ignore[union-attr]
         (PeerInfo("a", a_fresh, Addr("192.168.1.2", 7), A.key), b_fresh),
         (PeerInfo("b", b_fresh, Addr("192.168.1.3", 8), B.key), a_fresh),
@@ -38,7 +38,7 @@ def test_fresh_sockets_wait_for_both_then_swap_them() -> None:
 
 def test_a_half_joined_rendezvous_expires() -> None:
     broker = PunchBroker()
-    broker.request(Side(A, 0.0, Addr("10.0.0.1", 2000), A.priv), B, 0.0, 3, 0.0)
+    broker.request(Side(A, 0.0, Addr("10.0.0.1", 2000), A.priv), Side(B, 0.0, B.pub, B.priv), 3, 0.0)
     broker.handle_timer(PUNCH_RENDEZVOUS_TTL - 0.001)
     assert len(broker.expiries()) == 1
     broker.handle_timer(PUNCH_RENDEZVOUS_TTL)
