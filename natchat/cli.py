@@ -467,7 +467,7 @@ def probe_mapping_command(
         fail("the report could not be written: standard output is closed")
 
 
-# --- issue 16: natchat id (natchat/identity.py, natchat/proto/identity.py, docs/IDENTITY_DRAFT.md) ---
+# --- natchat id (natchat/identity.py, natchat/proto/identity.py, docs/IDENTITY_DRAFT.md) ---
 
 _IDENTITY = typer.Option(
     "--identity",

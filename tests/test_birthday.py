@@ -1,6 +1,6 @@
 """Birthday punching's planner units without sockets: a manual clock and seeded ``random.Random``.
 
-What a real ``--random-fully`` NAT does with these plans is proven on the Mininet grid (issue 14), not
+What a real ``--random-fully`` NAT does with these plans is proven on the Mininet grid, not
 here; the simulation below only checks that the units do what the formula they were sized by assumes.
 """
 

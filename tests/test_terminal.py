@@ -1,4 +1,4 @@
-"""``natchat join`` on a terminal (issue 15), checked on the screen a person sees.
+"""``natchat join`` on a terminal, checked on the screen a person sees.
 
 The clients under test run on real pseudo-terminals (pexpect) against a real ``natchat serve`` on
 127.0.0.1, and their screens are drawn by a terminal emulator (pyte) that also answers the

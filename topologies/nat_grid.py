@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The NAT grid (issue 14): natchat between every ordered pair of the NAT zoo's kinds, in one network.
+"""The NAT grid: natchat between every ordered pair of the NAT zoo's kinds, in one network.
 
     /usr/bin/python3 topologies/nat_grid.py [--pairs 10] [--kinds easy,hard,...] [--parallel 3]
                                             [--markdown docs/NAT_GRID.md] [--json F] [--transcript F]
@@ -16,7 +16,7 @@ local ports they sent from, counted from a packet capture on each host, not from
 
 Every cell has an EXPECTED path (the table below: what natchat does today). The run fails when a pair
 gets a worse path than expected (lan < direct < relay), loses a message, or is relayed without the
-server saying so. Cells marked ``direct%`` go direct by issue 14's birthday punching in at least
+server saying so. Cells marked ``direct%`` go direct by birthday punching in at least
 ``BIRTHDAY_SHARE`` of their pairs (the others may be relayed); ``relay*`` cells should move to direct
 with it too (the CGN cells with a hard side; flip them when measured). Prints the grid; ``--markdown``
 writes it (``make grid``: docs/NAT_GRID.md). The network is always torn down; all traffic stays inside its namespaces.
@@ -63,7 +63,7 @@ RANK = {"lan": 0, "direct": 1, "relay": 2, "none": 3}
 """Better paths first: a pair fails when its path ranks below the expected one."""
 
 # EXPECTED[first][other]: the path natchat takes TODAY. "relay*": relayed today, and birthday punching
-# (issue 14: the hard side opens many sockets, the easy side sprays the hard side's ports) should make it
+# (the hard side opens many sockets, the easy side sprays the hard side's ports) should make it
 # direct: flip those to "direct" when it lands. The -trap cells keep relaying: unsolicited probes leave
 # conntrack entries there that collide with the port the NAT would pick (topologies/README.md).
 # "direct%": direct by birthday punching (one attempt, about 98 % by the formula): at least
@@ -142,7 +142,7 @@ second) for this long before a worse path than expected counts."""
 
 
 BIRTHDAY_SHARE = 0.9
-"""A "direct%" cell passes with at least this share of its pairs direct (issue 14's goal: 90 %)."""
+"""A "direct%" cell passes with at least this share of its pairs direct (the goal: 90 %)."""
 
 
 def expected(first: str, other: str) -> tuple[str, bool]:
@@ -474,7 +474,7 @@ def markdown(cells: list[Cell], pairs: int, seconds: float, delay_ms: float) -> 
         "hosts sent to anything but the server (chat and acks left out; captured on the hosts) and the "
         f"distinct local ports they sent from. Clients: `natchat join --json --relay-after {RELAY_AFTER:g}` "
         "with the server as midPeer (`natchat serve --midpeer`). `direct*`: direct by birthday punching "
-        "(issue 14) in at least 90 % of the pairs (the others relayed); `relay*`: relayed, birthday punching "
+        "in at least 90 % of the pairs (the others relayed); `relay*`: relayed, birthday punching "
         "should make it direct (the CGN cells with a hard side: not measured with it yet). "
         'The kinds are in `topologies/README.md` ("The NAT zoo").',
         "",

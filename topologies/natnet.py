@@ -722,7 +722,7 @@ def pair_spec(kind1: str = "cone", kind2: str = "cone", *, same_nat: bool = Fals
 
 
 ZOO_KINDS = ("open", "easy", "easy-trap", "hard", "hard-trap", "cgnat", "cgnat-hairpin", "same-lan")
-"""The NAT zoo (issue 14; topologies/README.md, "The NAT zoo", says each in RFC 4787 terms):
+"""The NAT zoo (topologies/README.md, "The NAT zoo", says each in RFC 4787 terms):
 open: no NAT (a public host); easy: cone (endpoint-independent mapping), drops unsolicited WAN input;
 easy-trap: cone, answers it (the conntrack trap); hard: symmetric (--random-fully), drops; hard-trap:
 symmetric, answers; cgnat: an easy home NAT whose WAN is in 100.64.0.0/10 behind a carrier-grade NAT

@@ -198,7 +198,7 @@ def choose(
 
 
 def success_probability(sockets: int, probes: int, ports: int = PORTS) -> float:
-    """P(some probe hits a mapped port) ~ 1 - exp(-sockets * probes / ports), the formula of issue 14."""
+    """P(some probe hits a mapped port) ~ 1 - exp(-sockets * probes / ports), the birthday formula."""
     if sockets < 0 or probes < 0 or ports <= 0:
         raise ValueError("sockets and probes must be at least 0, ports at least 1")
     return 1.0 - math.exp(-sockets * probes / ports)

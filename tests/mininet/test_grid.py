@@ -1,4 +1,4 @@
-"""The NAT grid (issue 14), short: every ordered pair of the NAT zoo's kinds, two fresh pairs each.
+"""The NAT grid, short: every ordered pair of the NAT zoo's kinds, two fresh pairs each.
 
 Runs topologies/nat_grid.py --pairs 2 (see its docstring): one Mininet network with every kind
 (open, easy, easy-trap, hard, hard-trap, cgnat, cgnat-hairpin, same-lan), `natchat serve --midpeer` on
@@ -35,7 +35,7 @@ def test_short_grid_over_the_nat_zoo(tmp_path: Path) -> None:
     # expectations that birthday punching does not change: cone and open direct, both symmetric relayed
     assert cells["easy", "easy"]["expected"] == cells["open", "hard"]["expected"] == "direct"
     assert cells["hard", "hard"]["expected"] == "relay"
-    # the CGN section of issue 14: behind one CGN, direct only where it hairpins
+    # carrier-grade NAT: behind one CGN, direct only where it hairpins
     assert {p["path"] for p in cells["cgnat-hairpin", "cgnat-hairpin"]["pairs"]} == {"direct"}
     assert {p["path"] for p in cells["cgnat", "cgnat"]["pairs"]} == {"relay"}
     assert {p["path"] for p in cells["same-lan", "same-lan"]["pairs"]} == {"lan"}
