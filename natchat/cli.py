@@ -17,7 +17,7 @@ import typer
 
 from .client import JoinConfig, run_client
 from .console import OutputGone, print_err, print_out
-from .identity import IdentityFileError, default_identity_path, load_or_create_identity
+from .identity import IdentityFileError, default_identity_path, load_or_create_identity, open_identity, server_label
 from .net import EndpointError, resolve_udp
 from .probe import ProbeClientConfig, ProgressBar, probe_mapping
 from .proto.client import ClientConfig
@@ -327,8 +327,11 @@ def join_command(
         ),
     ] = False,
     secret: Annotated[str | None, _SECRET] = None,
+    identity_file: Annotated[str | None, _IDENTITY] = None,
+    ephemeral: Annotated[bool, _EPHEMERAL] = False,
 ) -> None:
-    """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @path <id>, @help, @exit."""
+    """Join the chat. Commands: @show_list, @chat <id> <message>, @all <message>, @path <id>, @whois <id>,
+    @trust <id>, @help, @exit."""
     if direct_only and relay_only:
         fail("--direct-only and --relay-only exclude each other", 2)
     if client_id is None:
@@ -347,6 +350,16 @@ def join_command(
         secret=_secret_bytes(secret),
         spray=not no_spray,
     )
+    if identity_file is not None and not identity_file.strip() and not ephemeral:
+        fail("--identity: the file name is empty", 2)
+    try:
+        label = server_label(server)  # what pins are kept under
+    except EndpointError:
+        label = ""  # (resolving it below says what is wrong, as it always did)
+    try:
+        identity = open_identity(identity_file=identity_file, ephemeral=ephemeral)
+    except IdentityFileError as exc:
+        fail(str(exc))
     # a person at a terminal gets the line editor; pipes, files, dumb terminals and --json get plain lines
     terminal = not json_output and can_edit(sys.stdin, sys.stdout)
 
@@ -370,6 +383,8 @@ def join_command(
             verbose=verbose,
             json=json_output,
             session=session,
+            identity=identity,
+            server_label=label,
         )
         try:
             return await run_client(config, terminal=terminal)

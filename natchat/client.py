@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 import trio
 
 from .console import OutputGone, print_err, print_out, read_stdin_line
+from .identity import IdentityFileError, LocalIdentity
 from .net import bind_udp, family_of, local_ip_toward, to_addr
 from .proto.client import (
     MAIN,
     SHOW_RETRY,
     SHOW_TRIES,
+    Blocked,
     ClientConfig,
     ClientSession,
     MessageTooLong,
@@ -43,6 +45,7 @@ from .proto.events import (
     PathUp,
     Refused,
 )
+from .proto.identity_events import Trusted, WhoisReport
 from .proto.wire import Addr
 from .shell import SocketsShell
 from .terminal import open_terminal
@@ -60,6 +63,8 @@ HELP = (  # the one table of commands: @help prints it, the terminal completes i
     ("@chat <id> <message>", "send a message directly to one client"),
     ("@all <message>", "send a message directly to every other client (they see 'From <you> to all [...]')"),
     ("@path <id>", "how messages to a client go (lan, direct or relay) and the round-trip time"),
+    ("@whois <id>", "a client's identity fingerprint, your safety number, and whether it is as pinned"),
+    ("@trust <id>", "accept a client's changed identity (compare fingerprints first: @whois)"),
     ("@help", "this list"),
     ("@exit", "deregister and quit (end of input and Ctrl-C do the same)"),
 )
@@ -78,6 +83,10 @@ class JoinConfig:
     session: ClientConfig = field(default_factory=ClientConfig)
     midpeer: Addr | None = None
     """A standalone midPeer to introduce and relay (None: the server does)."""
+    identity: LocalIdentity | None = None
+    """This run's identity and pins (``natchat/identity.py``); None: peers' identities are not checked."""
+    server_label: str = ""
+    """The server as the user named it, ``host:port``: what pins are kept under."""
 
     @property
     def bind_host(self) -> str:
@@ -112,6 +121,8 @@ class _Shell:
         """Set once the ``@show_list`` being answered is shown."""
         self.exit_code = 0
         self.output_gone = False
+        self.saving = False
+        self.save_failed = False
 
     def _unless_gone(self, write: Write) -> Write:
         def guarded(text: str) -> None:
@@ -130,6 +141,7 @@ class _Shell:
     def show_events(self) -> None:
         while (event := self.session.next_event()) is not None:
             self.show(event)
+        self.pins_changed()
 
     def emit(self, obj: Json, human: str | None, *, to_err: bool = False) -> None:
         """Show one event: its JSON object with ``--json``, else its human line (if it has one)."""
@@ -169,6 +181,8 @@ class _Shell:
                 self.emit(event.as_dict(), event.line(), to_err=True)
                 self.exit_code = 1
                 self.nursery.cancel_scope.cancel()
+            case WhoisReport() | Trusted():
+                self.emit(event.as_dict(), event.line())
             case PathUp() if not self.config.verbose:
                 pass
             case Joined():
@@ -227,6 +241,15 @@ class _Shell:
                 self.error("to_self", f"{peer} is you; ask about another client")
             else:
                 self.send(lambda: self.session.measure_path(peer, now), peer)
+        elif word in ("@whois", "@trust"):
+            peer = rest.strip()
+            if not peer or " " in peer:
+                self.error("usage", f"usage: {word} <client id>")
+            elif peer == self.session.id:
+                self.error("to_self", f"{peer} is you; natchat id prints your fingerprint")
+            else:
+                call = self.session.whois if word == "@whois" else self.session.trust
+                self.send(lambda: call(peer, now), peer)
         elif word == "@all":
             if not (text := rest.strip()):
                 self.error("usage", "usage: @all <message>")
@@ -245,6 +268,8 @@ class _Shell:
             queue()
         except UnknownPeer:
             self.error("unknown_peer", f"{peer} is not in the list (see @show_list)")
+        except Blocked as exc:
+            self.emit(exc.event.as_dict(), exc.event.line(), to_err=True)
         except NoPeers:
             self.error("no_peers", "nobody else is online")
         except MessageTooLong as exc:
@@ -252,6 +277,31 @@ class _Shell:
             self.error("too_long", f"message too long ({exc}); at most {limit} bytes (UTF-8) fit in one datagram")
         else:
             self.nursery.start_soon(self.flush)
+
+    def pins_changed(self) -> None:
+        """After each flush: pins that changed are saved in a thread (one save at a time)."""
+        me = self.config.identity
+        if me is None or me.pins is None or self.nursery.cancel_scope.cancel_called:
+            return  # (at exit, run_client saves what is left)
+        if me.pins.dirty and not self.saving and not self.save_failed:
+            self.saving = True
+            self.nursery.start_soon(self.save_pins)
+
+    async def save_pins(self) -> None:
+        me = self.config.identity
+        try:
+            if me is not None and me.pins is not None and me.known_peers is not None and me.pins.dirty:
+                snapshot = me.pins.snapshot()  # the thread writes a copy; the session goes on pinning
+                await trio.to_thread.run_sync(me.known_peers.save, snapshot)
+                me.pins.saved(snapshot)
+        except (IdentityFileError, OSError) as exc:
+            if not self.save_failed:  # said once; tried again only at exit
+                self.save_failed = True
+                self.error(
+                    "pins_not_saved", str(exc) if isinstance(exc, IdentityFileError) else f"pins not saved: {exc}"
+                )
+        finally:
+            self.saving = False
 
     async def leave(self) -> None:
         self.session.close(trio.current_time())
@@ -281,8 +331,16 @@ async def run_client(
     with main:
         bound = to_addr(main.getsockname())
         local_ip = bound.host if bound.host not in ("0.0.0.0", "::") else local_ip_toward(config.server)
+        me, label = config.identity, config.server_label or str(config.server)
         session = ClientSession(
-            config.client_id, config.server, Addr(local_ip, bound.port), config=config.session, midpeer=config.midpeer
+            config.client_id,
+            config.server,
+            Addr(local_ip, bound.port),
+            config=config.session,
+            midpeer=config.midpeer,
+            identity=None if me is None else me.identity,
+            issued=0 if me is None else me.issued,
+            peer_ids=None if me is None else me.peers(label),
         )
         async with contextlib.AsyncExitStack() as stack:
             peers: Peers | None = None
@@ -298,4 +356,5 @@ async def run_client(
                 session.start(trio.current_time())
                 await shell.sockets.start()
             shell.sockets.close_all()
+            await shell.save_pins()  # at exit, whatever is left
         return shell.exit_code

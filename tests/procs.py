@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -224,9 +225,12 @@ class Proc:
 class ProcGroup:
     """The processes of one test; every one is killed when the group closes."""
 
-    def __init__(self, nursery: trio.Nursery, env: dict[str, str]) -> None:
+    def __init__(self, nursery: trio.Nursery, env: dict[str, str], config_root: str | None = None) -> None:
         self.nursery = nursery
         self.env = env
+        self.config_root = config_root
+        """Each process gets its own ``XDG_CONFIG_HOME`` under this (by its name: a restart under the same
+        name keeps its identity and pins), so tests share no pins and never write to ~/.config."""
         self.procs: list[Proc] = []
         self.started_at = trio.current_time()
         self._changed = trio.Event()
@@ -238,7 +242,7 @@ class ProcGroup:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**self.env, **(env or {})},
+            env={**self.env, **self._config_home(name), **(env or {})},
         )
         proc = Proc(self, name, args, process)
         self.procs.append(proc)
@@ -247,6 +251,11 @@ class ProcGroup:
         self.nursery.start_soon(proc._read, "err", process.stderr)
         self.nursery.start_soon(proc._watch)
         return proc
+
+    def _config_home(self, name: str) -> dict[str, str]:
+        if self.config_root is None:
+            return {}
+        return {"XDG_CONFIG_HOME": os.path.join(self.config_root, re.sub(r"[^A-Za-z0-9._-]", "_", name))}
 
     def changed(self) -> None:
         self._changed.set()
@@ -283,8 +292,15 @@ def _clean_env() -> dict[str, str]:
 @asynccontextmanager
 async def open_procs() -> AsyncIterator[ProcGroup]:
     """A :class:`ProcGroup` whose processes are all killed (and reaped) on the way out, failure or not."""
+    with tempfile.TemporaryDirectory(prefix="natchat-test-config-") as config_root:
+        async with _open_group(config_root) as group:
+            yield group
+
+
+@asynccontextmanager
+async def _open_group(config_root: str) -> AsyncIterator[ProcGroup]:
     async with trio.open_nursery() as nursery:
-        group = ProcGroup(nursery, _clean_env())
+        group = ProcGroup(nursery, _clean_env(), config_root)
         try:
             yield group
         finally:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from natchat.proto import seal, stun, wire
 from natchat.proto.client import ClientConfig, ClientSession, CloseSocket, OpenSocket, Send
 from natchat.proto.events import ClientEvent, ServerEvent
+from natchat.proto.identity import Identity, PeerIdentities
 from natchat.proto.server import RendezvousServer
 from natchat.proto.wire import Addr
 
@@ -116,16 +117,30 @@ class Sim:
         config: ClientConfig | None = None,
         hard: bool = False,
         filtered: bool = False,
+        identity: Identity | None = None,
+        issued: int = 0,
+        peer_ids: PeerIdentities | None = None,
     ) -> Node:
         """A client at public IP ``site``: behind a NAT there (private address 192.168.x.2) or not; it
         uses the standalone midPeer if the simulation has one. ``hard``: its NAT maps endpoint-dependently;
-        ``filtered``: it lets in only what comes from where a socket has sent (a cone NAT's filter)."""
+        ``filtered``: it lets in only what comes from where a socket has sent (a cone NAT's filter).
+        ``identity``, ``issued``, ``peer_ids``: as for ``ClientSession`` (none: peers' identities are not
+        checked)."""
         port = next(self._ports)
         priv = Addr(f"192.168.{len(self.nodes) % 250}.2", port) if nat else Addr(site, port)
         midpeer = MIDPEER if self.midpeer_up else None
         keys = seal.KeyPair()
         session = ClientSession(
-            client_id, SERVER, priv, config=config or self.config, midpeer=midpeer, rng=random.Random(port), keys=keys
+            client_id,
+            SERVER,
+            priv,
+            config=config or self.config,
+            midpeer=midpeer,
+            rng=random.Random(port),
+            keys=keys,
+            identity=identity,
+            issued=issued,
+            peer_ids=peer_ids,
         )
         node = Node(session, site, keys, {0: priv}, hard=hard, filtered=filtered)
         self.nodes[client_id] = node

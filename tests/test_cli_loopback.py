@@ -545,7 +545,9 @@ async def test_help_lists_every_command(procs: ProcGroup, chat: Chat) -> None:
     await client.send("@help")
     await client.expect_count(re.compile(r"@exit\s+.+"), 1, within=5)
     commands = [line.split()[0] for line in client.lines()[start:]]
-    assert commands == ["@show_list", "@chat", "@all", "@path", "@help", "@exit"], procs.transcript()
+    assert commands == ["@show_list", "@chat", "@all", "@path", "@whois", "@trust", "@help", "@exit"], (
+        procs.transcript()
+    )
 
 
 async def test_full_server_refuses_with_a_clear_error(procs: ProcGroup, chat: Chat) -> None:

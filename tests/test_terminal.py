@@ -495,7 +495,8 @@ async def test_json_on_a_terminal_is_one_object_a_line(room: Room) -> None:
 
 
 def test_completion_comes_from_the_help_table() -> None:
-    table = (*HELP, ("@whois <id>", "who a peer is"), ("@trust <id> <key>", "trust a key"))
+    earlier = [row for row in HELP if row[0].split()[0] not in ("@whois", "@trust")]  # (HELP has them now)
+    table = (*earlier, ("@whois <id>", "who a peer is"), ("@trust <id> <key>", "trust a key"))
     completer = term.ChatCompleter(term.Commands(table), lambda: ("bob", "bea", "carol"))
 
     def complete(text: str) -> list[str]:

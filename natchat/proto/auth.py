@@ -7,8 +7,9 @@ the current time window under a key only the server knows: the server keeps no s
 a cookie is good for one address for :data:`COOKIE_WINDOW` to twice that.
 
 **Secret** (``--secret``): when the server has one, a registration must carry ``proof``, a MAC under
-the secret of the cookie, the ID, the private address and the public key. The secret never travels; a proof is good
-only with its cookie (so only from that address, and only for a minute or so) and only for that ID.
+the secret of the cookie, the ID, the private address, the public key and the identity key. The
+secret never travels; a proof is good only with its cookie (so only from that address, and only for a
+minute or so) and only for that ID.
 """
 
 from __future__ import annotations
@@ -35,16 +36,26 @@ def cookie_ok(key: bytes, addr: Addr, now: float, presented: str | None) -> bool
     return any(hmac.compare_digest(presented, cookie(key, addr, now, previous=p)) for p in (False, True))
 
 
-def proof(secret: bytes, cookie_value: str, client_id: str, priv: Addr, key: bytes) -> str:
-    """What a client that knows ``secret`` sends with its registration (its public ``key`` included, so
-    that nobody on the way can swap the key that peers will seal for)."""
-    return _mac(secret, f"register|{cookie_value}|{client_id}|{priv.host}|{priv.port}|{key.hex()}")
+def proof(secret: bytes, cookie_value: str, client_id: str, priv: Addr, key: bytes, ident: bytes | None = None) -> str:
+    """What a client that knows ``secret`` sends with its registration (its public ``key`` and its
+    identity key ``ident`` included, so that nobody on the way can swap the key that peers will seal for,
+    or the identity they pin)."""
+    signed = "" if ident is None else f"|{ident.hex()}"
+    return _mac(secret, f"register|{cookie_value}|{client_id}|{priv.host}|{priv.port}|{key.hex()}{signed}")
 
 
-def proof_ok(secret: bytes, cookie_value: str, client_id: str, priv: Addr, key: bytes, presented: str | None) -> bool:
+def proof_ok(
+    secret: bytes,
+    cookie_value: str,
+    client_id: str,
+    priv: Addr,
+    key: bytes,
+    presented: str | None,
+    ident: bytes | None = None,
+) -> bool:
     if presented is None:
         return False
-    return hmac.compare_digest(presented, proof(secret, cookie_value, client_id, priv, key))
+    return hmac.compare_digest(presented, proof(secret, cookie_value, client_id, priv, key, ident))
 
 
 def _mac(key: bytes, text: str) -> str:

@@ -174,7 +174,8 @@ class PunchBroker:
         at_of = {min(a.info.id, b.info.id): at + half, max(a.info.id, b.info.id): at - half}
         goes: Outgoing = []
         for to, about in ((a, b), (b, a)):
-            peer = PeerInfo(about.info.id, about.pub, about.priv, about.info.key)
+            i = about.info
+            peer = PeerInfo(i.id, about.pub, about.priv, i.key, i.ident, i.sig, i.issued)  # (identity included)
             goes.append((wire.PunchGo(peer=peer, attempt=attempt, at=at_of[to.info.id]), to.pub))
         return goes
 

@@ -37,6 +37,8 @@ from .actions import Action, CloseSocket, OpenSocket, Send
 from .birthday import MappingKind
 from .directory import HELD_MAX, HELD_PEERS, SHOW_RETRY, SHOW_TRIES
 from .events import ClientEvent, Joined, Left, ListShown, Notice, PathReport, Refused, ServerLost
+from .identity import Identity, PeerIdentities, Status
+from .identity_events import SendBlocked, trust, whois
 from .link import Direct, Held, LinkConfig
 from .mapping import MappingLearner
 from .peers import Peers
@@ -56,6 +58,7 @@ __all__ = [
     "MAIN",
     "SHOW_RETRY",
     "SHOW_TRIES",
+    "Blocked",
     "ClientConfig",
     "ClientSession",
     "CloseSocket",
@@ -142,6 +145,14 @@ class MessageTooLong(ValueError):
     pass
 
 
+class Blocked(LookupError):
+    """``@chat`` to a peer whose identity is not the one pinned (or whose details were refused)."""
+
+    def __init__(self, event: SendBlocked) -> None:
+        super().__init__(event.message)
+        self.event = event
+
+
 class State(enum.Enum):
     REGISTERING = "registering"
     REGISTERED = "registered"
@@ -160,9 +171,16 @@ class ClientSession:
         midpeer: Addr | None = None,
         rng: random.Random | None = None,
         keys: seal.KeyPair | None = None,
+        identity: Identity | None = None,
+        issued: int = 0,
+        peer_ids: PeerIdentities | None = None,
     ) -> None:
         """``midpeer``: a standalone midPeer to introduce and relay (None: the server does both).
-        ``keys``: this session's key pair (default: a new one); its public key goes with the registration."""
+        ``keys``: this session's key pair (default: a new one); its public key goes with the registration.
+        ``identity``: the long-term identity that signs it, with ``issued`` (when the run started, ns since
+        1970; ``identity.py``); ``peer_ids``: what the session makes of its peers' identities, with the
+        pin book (default with an identity: check signatures, pin nothing, as ``--ephemeral``). Without
+        either, peers' identities are not checked."""
         self.id = client_id
         self.server, self.priv = server, priv
         self.config = config or ClientConfig()
@@ -173,13 +191,21 @@ class ClientSession:
         self._io = io = Ports(client_id, self.config, priv, self._sealer)
         reg = RegConfig(self.config.keepalive, self.config.register_within, self.config.secret, spray=self.config.spray)
         home_reg = dataclasses.replace(reg, learn_mapping=self.config.learn_mapping)
+        signed = None
+        if identity is not None:
+            signed = (identity.public, identity.sign(client_id, self.public_key, issued), issued)
+            io.own_identity = identity.public
+            peer_ids = peer_ids if peer_ids is not None else PeerIdentities(str(server), None)
+        io.ids = peer_ids
         self._home = io.home = Registration(
-            client_id, server, priv, home_reg, self._sender(server), key=self.public_key
+            client_id, server, priv, home_reg, self._sender(server), key=self.public_key, signed=signed
         )
         self._mapping = MappingLearner(server, self._rng)
         self._mid = None
         if midpeer is not None and midpeer != server:
-            self._mid = Registration(client_id, midpeer, priv, reg, self._sender(midpeer), key=self.public_key)
+            self._mid = Registration(
+                client_id, midpeer, priv, reg, self._sender(midpeer), key=self.public_key, signed=signed
+            )
         io.mid = self._mid
         self._roster: Roster[Held] = Roster(client_id, self._home_token, self._sender(server), io.emit, self._rng)
         io.roster = self._roster
@@ -193,7 +219,16 @@ class ClientSession:
         return self._io.take_actions()
 
     def next_event(self) -> ClientEvent | None:
-        return self._io.events.popleft() if self._io.events else None
+        event = self._io.events.popleft() if self._io.events else None
+        if isinstance(event, ListShown) and (ids := self._io.ids) is not None:
+            changed = frozenset(p.id for p in event.peers if (seen := ids.seen(p.id)) and seen.status is Status.CHANGED)
+            event = ListShown(event.peers, changed) if changed else event  # @show_list marks changed peers
+        return event
+
+    @property
+    def identities(self) -> PeerIdentities | None:
+        """What the session knows of its peers' identities (the shell saves its pins when dirty)."""
+        return self._io.ids
 
     def peers(self) -> list[str]:
         """The peer list (IDs), in registration order, this client included."""
@@ -295,6 +330,8 @@ class ClientSession:
         if peer not in self._roster or peer == self.id:
             raise UnknownPeer(peer)
         self._check_size(text)
+        if (seen := self._links.blocked(peer)) is not None:
+            raise Blocked(SendBlocked(peer, seen.status))
         self._roster.need(peer, now)
         self._links[peer].chat(text, group, now)
 
@@ -305,9 +342,15 @@ class ClientSession:
         if not others:
             raise NoPeers()
         self._check_size(text)
+        sent = []
         for peer in others:
-            self.chat(peer, text, now, group=True)
-        return others
+            try:
+                self.chat(peer, text, now, group=True)
+            except Blocked as exc:
+                self._io.emit(exc.event)  # the others get it
+            else:
+                sent.append(peer)
+        return sent
 
     def _check_size(self, text: str) -> None:
         size = len(text.encode())
@@ -317,6 +360,34 @@ class ClientSession:
     def show_list(self, now: float) -> None:
         """``@show_list`` (:meth:`~natchat.proto.roster.Roster.show_list`)."""
         self._roster.show_list(now)
+
+    def whois(self, peer: str, now: float) -> None:
+        """``@whois``: a :class:`~natchat.proto.identity_events.WhoisReport` follows (at once if the peer's
+        identity is known or the peer is not listed; else once its details are looked up)."""
+        ids, own = self._io.ids, self._io.own_identity
+        if ids is None or own is None:
+            self._io.emit(Notice("no_identity", "this session has no identity: it checks no peer's"))
+            return
+        if ids.seen(peer) is None:
+            if peer not in self._roster:
+                raise UnknownPeer(peer)
+            if peer != self.id:
+                self._links.whois_wanted.add(peer)  # answered once its details are looked up
+                self._roster.need(peer, now)
+                return
+        self._io.emit(whois(ids, peer, self.id, own))
+
+    def trust(self, peer: str, now: float) -> None:
+        """``@trust``: pin the identity ``peer`` is blocked for; a ``Trusted`` (its details are looked up
+        again and messages flow) or a ``NothingToTrust`` follows."""
+        ids = self._io.ids
+        if ids is None:
+            self._io.emit(Notice("no_identity", "this session has no identity: it pins nothing"))
+            return
+        event, trusted = trust(ids, peer)
+        self._io.emit(event)
+        if trusted is not None:
+            self._roster.need(peer, now)
 
     def measure_path(self, peer: str, now: float) -> None:
         """``@path``: measure the round trip to ``peer`` over its current path; a
@@ -478,11 +549,14 @@ class ClientSession:
                 self._links.updated(self._roster.on_delta(msg), now)
             case wire.Details():
                 fresh, answer = self._roster.on_details(msg)
-                self._links.learned(fresh, now)
+                checked = self._io.ids is not None
+                if not checked or msg.q == 0:  # (the lookup of everyone leaves identities out: pins nothing)
+                    self._links.learned(fresh, now)
                 if answer is not None:
                     if (update := self._roster.answered(answer, msg.ver, now)) is not None:
                         self._links.updated(update, now)
-                        self._links.learned(list(answer), now)
+                        if not checked:
+                            self._links.learned(list(answer), now)
                     self._io.emit(ListShown(answer))
             case wire.Error(code="too_often", msg=text):
                 return self._roster.too_often(text, now)

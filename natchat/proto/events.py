@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .identity_events import (
+    CHANGED_MARK,
+    BadSignature,
+    IdentityChanged,
+    KeyReplayed,
+    NothingToTrust,
+    SendBlocked,
+    Trusted,
+    WhoisReport,
+)
 from .wire import Addr, PeerInfo
 
 Json = dict[str, object]
@@ -281,12 +291,15 @@ class ListShown:
     registration order, as the server had them."""
 
     peers: tuple[PeerInfo, ...]
+    changed: frozenset[str] = frozenset()
+    """Peers whose identity is not the one pinned (marked; every other line stays the assignment's)."""
 
     def lines(self) -> list[str]:
-        return [f"{p.id} {p.pub}" for p in self.peers]  # the assignment's format
+        return [f"{p.id} {p.pub}" + (CHANGED_MARK if p.id in self.changed else "") for p in self.peers]
 
     def as_dict(self) -> Json:
-        return {"event": "show_list", "peers": [peer_json(p) for p in self.peers]}
+        peers = [peer_json(p) | ({"identity": "changed"} if p.id in self.changed else {}) for p in self.peers]
+        return {"event": "show_list", "peers": peers}
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,4 +348,11 @@ ClientEvent = (
     | ListShown
     | Rejected
     | Left
+    | IdentityChanged
+    | KeyReplayed
+    | BadSignature
+    | SendBlocked
+    | WhoisReport
+    | Trusted
+    | NothingToTrust
 )

@@ -311,6 +311,23 @@ class PinBook:
     def mark_saved(self) -> None:
         self._changed.clear()
 
+    def snapshot(self) -> PinBook:
+        """A new book holding just this one's changes, as changes: for a thread to save while this book
+        goes on pinning (then :meth:`saved`)."""
+        copy = PinBook()
+        for pin in self.changed():
+            copy._set(pin)
+        return copy
+
+    def saved(self, snapshot: PinBook) -> None:
+        """``snapshot`` (:meth:`snapshot`) is on disk now: its pins that did not change again since are no
+        longer changes; pins another natchat wrote meanwhile are taken too (:meth:`absorb`)."""
+        for pin in snapshot:
+            key = (pin.server, pin.peer_id)
+            if self._pins.get(key) == pin:
+                self._changed.discard(key)
+        self.absorb(snapshot)
+
     def merged_into(self, on_disk: PinBook) -> PinBook:
         """``on_disk`` (what the file holds now, perhaps written by another natchat meanwhile) with this
         book's changes applied on top: a new book to write. Pins only the other process changed stay."""

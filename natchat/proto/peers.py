@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 from . import wire
 from .events import ListChanged
+from .identity import Seen
+from .identity_events import SendBlocked, refused_event, whois
 from .link import Direct, LinkConfig, PeerLink, Relayed, Via
 from .peerlist import ListUpdate
 from .ports import Ports
@@ -32,6 +34,8 @@ class Peers:
         self._config = config
         self._rng = rng
         self._links: dict[str, PeerLink] = {}
+        self.whois_wanted: set[str] = set()
+        """Peers ``@whois`` asked about before their details were known: answered when they are."""
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._links
@@ -80,12 +84,45 @@ class Peers:
             self._ctx.roster.sync(now)  # missed some: ask for the rest
 
     def learned(self, infos: list[PeerInfo], now: float) -> None:
-        """Details from the server: handle what waited for them, send what waited for the key."""
-        for peer, held in self._ctx.roster.directory.learn(infos):
+        """Details from the server: judged (their identity), then handle what waited for them, send what
+        waited for the key."""
+        for peer, held in self._ctx.roster.directory.learn(self._judged(infos, now)):
             for msg, via in held:
                 self.from_peer(msg, via, now)  # what arrived before the key
             if (link := self._links.get(peer)) is not None:
                 link.pump(now)
+
+    def _judged(self, infos: list[PeerInfo], now: float) -> list[PeerInfo]:
+        """The details whose identity the session may use (``PeerIdentities.observe``: verified, and new
+        or as pinned); each refusal is shown once, and a peer blocked now is forgotten: nothing goes to
+        it, what waited for it fails, and nothing it sends is shown."""
+        ids = self._ctx.ids
+        if ids is None:
+            return infos
+        usable = []
+        for info in infos:
+            seen, warn = ids.observe(info.id, info.key, info.ident or b"", info.sig or b"", info.issued or 0)
+            if warn:
+                self._ctx.emit(refused_event(seen, ids.server))
+            if seen.usable:
+                usable.append(info)
+            elif ids.blocked(info.id) is not None:
+                self._block(seen, now)
+            if info.id in self.whois_wanted and self._ctx.own_identity is not None:
+                self.whois_wanted.discard(info.id)
+                self._ctx.emit(whois(ids, info.id, self._ctx.id, self._ctx.own_identity))
+        return usable
+
+    def _block(self, seen: Seen, now: float) -> None:
+        peer = seen.peer_id
+        self._ctx.sealer.forget(peer)
+        self._ctx.roster.directory.forget(peer)
+        if (link := self._links.get(peer)) is not None:
+            link.fail_all(SendBlocked(peer, seen.status).message, now)
+
+    def blocked(self, peer: str) -> Seen | None:
+        """Why nothing may go to or come from ``peer`` (None: nothing blocks it)."""
+        return None if self._ctx.ids is None else self._ctx.ids.blocked(peer)
 
     def from_introducer(self, msg: wire.AnyMessage, sock: int, now: float) -> None:
         """What the introducer (the server, or the midPeer) sends about peers."""
@@ -97,7 +134,7 @@ class Peers:
                     self.learned([peer], now)  # from the server: as good as a lookup
                 else:
                     roster.need(peer.id, now)  # keys come from the server only, never from a midPeer
-                if punching:
+                if punching and self.blocked(peer.id) is None:
                     where = candidates(peer.pub, peer.priv, intro.pub)
                     self[peer.id].go(attempt, sock, where, intro.local_time(at, now), now, plan=plan, target=peer.pub)
             case wire.PunchInvite(peer=peer, attempt=attempt) if peer in roster:
@@ -135,6 +172,9 @@ class Peers:
         ):
             self._ctx.drop()
             return
+        if self.blocked(msg.src) is not None:
+            self._ctx.drop()  # its identity is not the one pinned: nothing from it is shown
+            return
         if self._ctx.roster.directory.hold(msg.src, (msg, via), now):
             return  # until its key is looked up
         info = self._ctx.roster.directory.get(msg.src)
@@ -149,6 +189,9 @@ class Peers:
         """``peer`` left the list: its key, details and path go, and what waited for it fails."""
         self._ctx.sealer.forget(peer)
         self._ctx.roster.directory.forget(peer)
+        if self._ctx.ids is not None:
+            self._ctx.ids.forget(peer)  # (its pin stays)
+        self.whois_wanted.discard(peer)
         if (link := self._links.pop(peer, None)) is not None:
             link.fail_all(f"{peer} left", now)
             link.close()

@@ -16,6 +16,7 @@ import msgspec
 from . import birthday, wire
 from .actions import Action, Send
 from .events import ClientEvent
+from .identity import PeerIdentities
 from .registration import Registration, RegState
 from .sealing import Sealer
 from .sockets import MAIN, SocketPool
@@ -47,6 +48,10 @@ class Ports:
         self.home: Registration
         self.mid: Registration | None = None
         self.roster: Roster[Held]
+        self.ids: PeerIdentities | None = None
+        """What the session knows of its peers' identities (None: it checks none)."""
+        self.own_identity: bytes | None = None
+        """This session's identity key (for ``@whois``'s safety number)."""
 
     def actions_append(self, action: Action) -> None:
         self.actions.append(action)

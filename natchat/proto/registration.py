@@ -106,10 +106,13 @@ class Registration:
         send: Callable[[wire.Message], None],
         *,
         key: bytes,
+        signed: tuple[bytes, bytes, int] | None = None,
     ) -> None:
-        """``key``: the session's public key, registered with the ID (the same for every registration)."""
+        """``key``: the session's public key, registered with the ID (the same for every registration);
+        ``signed``: the identity key, its signature of (ID, key, issued), and issued (``identity.py``)."""
         self.id = client_id
         self.key = key
+        self.signed = signed
         self.server = server
         self.priv = priv
         self.config = config
@@ -334,7 +337,8 @@ class Registration:
     def _send_register(self, now: float, *, first: bool = True) -> None:
         proof = None
         if self.config.secret is not None and self._cookie is not None:
-            proof = auth.proof(self.config.secret, self._cookie, self.id, self.priv, self.key)
+            proof = auth.proof(self.config.secret, self._cookie, self.id, self.priv, self.key, self._ident)
+        ident, sig, issued = self.signed if self.signed is not None else (None, None, None)
         register = wire.Register(
             id=self.id,
             priv=self.priv,
@@ -344,10 +348,17 @@ class Registration:
             proof=proof,
             mapping=self.mapping,
             spray=self.config.spray,
+            ident=ident,
+            sig=sig,
+            issued=issued,
         )
         self._send(register)
         self._probe_sent_at = now if first else None
         self._retry_at = now + self._retry_gap
+
+    @property
+    def _ident(self) -> bytes | None:
+        return None if self.signed is None else self.signed[0]
 
     def _send_keepalive(self, now: float) -> None:
         assert self.token is not None

@@ -135,13 +135,16 @@ class Registry:
         entry.last_seen = now
         self._expiry.move_to_end(entry.info.id)
 
-    def update(self, entry: Entry, pub: Addr, priv: Addr, key: bytes | None = None) -> tuple[Addr, str]:
-        """The entry moved (or, with ``key``, a client restarted on its socket with a new key): its
-        old public address, and the change committed."""
+    def update(
+        self, entry: Entry, pub: Addr, priv: Addr, key: bytes | None = None, signed: PeerInfo | None = None
+    ) -> tuple[Addr, str]:
+        """The entry moved (or, with ``key``, a client restarted on its socket with a new key, and with
+        ``signed``, the identity of that registration): its old public address, and the change committed."""
         old = entry.info
         if self._by_addr.get(old.pub) == old.id:
             del self._by_addr[old.pub]
-        entry.info = PeerInfo(old.id, pub, priv, old.key if key is None else key)
+        ident = old if signed is None else signed
+        entry.info = PeerInfo(old.id, pub, priv, old.key if key is None else key, ident.ident, ident.sig, ident.issued)
         self._by_addr[pub] = old.id
         self.version += 1
         change = wire.change(old.id, gone=False)

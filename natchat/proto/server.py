@@ -252,14 +252,16 @@ class RendezvousServer:
             if not (same_session or retransmit):
                 self._drop(addr, "id_taken", f"ID {msg.id} is already registered by another client")
                 return
-            if same_session and msg.key != entry.info.key:  # peers trust the listed key: nobody swaps it
+            info = entry.info
+            signed = (msg.key, msg.ident, msg.sig, msg.issued) != (info.key, info.ident, info.sig, info.issued)
+            if same_session and signed:  # peers trust the listed key and identity: nobody swaps them
                 self._drop(addr, "key_changed", f"session {msg.id} registered another key; a session keeps its key")
                 return
             # (without the token, from the same socket: a retransmission, or the client restarted there
             # with a new key before its old entry expired; peers get the new key with the change)
-            changed = entry.info.pub != addr or entry.info.priv != msg.priv or entry.info.key != msg.key
+            changed = info.pub != addr or info.priv != msg.priv or signed
             if changed:
-                self._update(entry, addr, msg.priv, msg.key)  # the NAT rebound this session's mapping
+                self._update(entry, addr, msg.priv, msg.key, _info(msg, addr))  # the NAT rebound this mapping
             self.registry.touch(entry, now)
             entry.mapping, entry.spray = msg.mapping, msg.spray
             if retransmit and not changed:
@@ -272,7 +274,7 @@ class RendezvousServer:
             self._drop(addr, "server_full", f"the server is full: {self.max_clients} clients are registered")
             return
         else:
-            entry, change = self.registry.add(PeerInfo(msg.id, addr, msg.priv, msg.key), now)
+            entry, change = self.registry.add(_info(msg, addr), now)
             entry.mapping, entry.spray = msg.mapping, msg.spray
             self._events.append(RegisteredEvent(entry.info))
             self._record(change)
@@ -293,7 +295,9 @@ class RendezvousServer:
             self._fanout.send(challenge, addr)
             return False
         assert msg.cookie is not None
-        if self.secret is not None and not auth.proof_ok(self.secret, msg.cookie, msg.id, msg.priv, msg.key, msg.proof):
+        if self.secret is not None and not auth.proof_ok(
+            self.secret, msg.cookie, msg.id, msg.priv, msg.key, msg.proof, msg.ident
+        ):
             if msg.proof is None:
                 self._drop(addr, "secret_required", "this server requires a secret (--secret or NATCHAT_SECRET)")
             else:
@@ -315,7 +319,7 @@ class RendezvousServer:
                 self._fanout.send(wire.Error(code="too_often", msg="the server is busy sending lists; ask again"), addr)
                 return
             entry.shown_at = now
-            found = self.registry.peers()
+            found = [info.unsigned() for info in self.registry.peers()]  # (identities: looked up when used)
         else:
             found = [e.info for cid in dict.fromkeys(msg.peers) if (e := self.registry.get(cid)) is not None]
         version = self.registry.version
@@ -373,9 +377,11 @@ class RendezvousServer:
             self._update(entry, addr, entry.info.priv)
         return entry
 
-    def _update(self, entry: Entry, pub: Addr, priv: Addr, key: bytes | None = None) -> None:
+    def _update(
+        self, entry: Entry, pub: Addr, priv: Addr, key: bytes | None = None, signed: PeerInfo | None = None
+    ) -> None:
         """The entry moved (or, with ``key``, a client restarted on its socket with a new key)."""
-        old_pub, change = self.registry.update(entry, pub, priv, key)
+        old_pub, change = self.registry.update(entry, pub, priv, key, signed)
         if old_pub != pub:
             self._events.append(Moved(entry.info, old_pub))
         self._record(change)
@@ -418,3 +424,9 @@ class RendezvousServer:
         error = wire.encode(wire.Error(code=code, msg=said))
         if known or len(error) <= 2 * self._in_size:  # a stranger: one short reply at most
             self._fanout.send_data(error, addr)
+
+
+def _info(msg: wire.Register, pub: Addr) -> PeerInfo:
+    """The details a registration lists, its identity included (stored and passed on, never verified
+    here: clients verify them, and the server records nothing they must trust)."""
+    return PeerInfo(msg.id, pub, msg.priv, msg.key, msg.ident, msg.sig, msg.issued)

@@ -22,7 +22,8 @@ PROTOCOL_VERSION: Final = 3
 """2: the list carries IDs only; addresses and keys are looked up (``lookup``, ``details``). 3: an
 ``error`` about a peer names it in ``peer`` (clients never read IDs out of the text); and birthday
 punching (every new field's default means "as before"): ``challenge.alt``, ``register.mapping`` and
-``register.spray``, ``punch_go.plan``."""
+``register.spray``, ``punch_go.plan``; and identities: ``register`` and a peer's details carry
+``ident``, ``sig``, ``issued`` (``proto/identity.py``)."""
 MAX_DATAGRAM: Final = 1200
 """No datagram natchat sends is larger than this (bytes); larger incoming ones are rejected unread."""
 
@@ -42,6 +43,12 @@ Box = Annotated[bytes, Meta(min_length=17, max_length=MAX_DATAGRAM)]
 MAX_TEXT_CHARS: Final = 1000
 """The longest text a receiver shows (checked once opened); the datagram limit is usually reached first."""
 Seconds = Annotated[float, Meta(ge=0, le=3600)]
+IdentityKey = Annotated[bytes, Meta(min_length=32, max_length=32)]
+"""A client's long-term Ed25519 identity key (``identity.py``)."""
+Signature = Annotated[bytes, Meta(min_length=64, max_length=64)]
+"""The identity's signature of the statement (ID, session key, ``issued``)."""
+Issued = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+"""When the signing run started, nanoseconds since 1970."""
 Clock = Annotated[float, Meta(ge=-1e12, le=1e12)]
 """A reading of the sender's own clock (seconds; its origin is arbitrary)."""
 
@@ -72,6 +79,15 @@ class PeerInfo(Struct, array_like=True, frozen=True, gc=False):
     key: PublicKey
     """Its public key: peers seal what they send it with the pair key (``seal.py``). (``gc=False``, as
     :class:`Addr`: strings, bytes and two Addr, no cycles.)"""
+    ident: IdentityKey | None = None
+    sig: Signature | None = None
+    issued: Issued | None = None
+    """Its identity, as it registered them (the server passes them on unverified; clients check them,
+    ``proto/identity.py``). None in the lookup of everyone (``@show_list``), which leaves them out."""
+
+    def unsigned(self) -> PeerInfo:
+        """These details without the identity (the lookup of everyone: 9 a page instead of 4)."""
+        return PeerInfo(self.id, self.pub, self.priv, self.key)
 
 
 _ID = r"[A-Za-z0-9._-]{1,32}"
@@ -117,6 +133,11 @@ class Register(Message, tag="register", frozen=True):
     ``"dependent"`` (hard), None: unknown (as before)."""
     spray: bool = True
     """The client takes part in birthday attempts (false with ``--no-spray``: it neither sprays nor fans out)."""
+    ident: IdentityKey | None = None
+    sig: Signature | None = None
+    issued: Issued | None = None
+    """The client's identity key, its signature of (ID, ``key``, ``issued``), and ``issued`` (see
+    :class:`PeerInfo`); a session keeps them as it keeps its key."""
 
 
 class KeepAlive(Message, tag="keepalive", frozen=True):
