@@ -143,12 +143,14 @@ class _Shell:
             self.show(event)
         self.pins_changed()
 
-    def emit(self, obj: Json, human: str | None, *, to_err: bool = False) -> None:
-        """Show one event: its JSON object with ``--json``, else its human line (if it has one)."""
+    def emit(self, obj: Json, human: str | list[str] | None, *, to_err: bool = False) -> None:
+        """Show one event: its JSON object with ``--json``, else its human line or lines (if it has any;
+        each line printed as one, so that the terminal shows them as lines)."""
         if self.config.json:
             self.out(json.dumps(obj, ensure_ascii=False))
         elif human is not None:
-            (self.err if to_err else self.out)(human)
+            for line in [human] if isinstance(human, str) else human:
+                (self.err if to_err else self.out)(line)
 
     def error(self, code: str, message: str) -> None:
         human = message if code == "usage" else f"error: {message}"
@@ -181,7 +183,9 @@ class _Shell:
                 self.emit(event.as_dict(), event.line(), to_err=True)
                 self.exit_code = 1
                 self.nursery.cancel_scope.cancel()
-            case WhoisReport() | Trusted():
+            case WhoisReport():
+                self.emit(event.as_dict(), event.lines())
+            case Trusted():
                 self.emit(event.as_dict(), event.line())
             case PathUp() if not self.config.verbose:
                 pass

@@ -140,6 +140,19 @@ async def test_errors_and_lists_go_above_the_line_too(room: Room) -> None:
     assert alice.screen.rows()[rows[0]].startswith("alice 127.0.0.1:"), str(alice)  # the screen was not cleared
 
 
+async def test_whois_prints_its_lines_as_lines(room: Room) -> None:
+    await room.serve()
+    alice = await room.on_terminal("alice", columns=150)
+    await room.on_pipes("bob")
+    alice.type("@whois bob")
+    alice.press("enter")
+    first = await alice.expect_row(re.compile(r"bob: identity (\d{5} ){5}\d{5} \(new: first contact on \S+, pinned now\)$"))
+    safety = await alice.expect_row(re.compile(r"safety number with bob: (\d{5} ){11}\d{5}"))
+    assert safety == first + 1, str(alice)  # its own row, not joined to the first by a '?'
+    assert not any("?safety" in row for row in alice.screen.rows()), str(alice)
+    await alice.expect_input("alice> ", "")
+
+
 # --- completion and history ------------------------------------------------------------------------------------
 
 
