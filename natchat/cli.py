@@ -482,7 +482,7 @@ def probe_mapping_command(
         fail("the report could not be written: standard output is closed")
 
 
-# --- natchat id (natchat/identity.py, natchat/proto/identity.py, docs/IDENTITY_DRAFT.md) ---
+# --- natchat id (natchat/identity.py, natchat/proto/identity.py, docs/PROTOCOL.md) ---
 
 _IDENTITY = typer.Option(
     "--identity",

@@ -1,4 +1,4 @@
-"""Issue 16 with the real CLI over loopback: client2 exits, an impostor registers ``client2`` with its own
+"""Identities with the real CLI over loopback: client2 exits, an impostor registers ``client2`` with its own
 identity, and client1, which pinned the real one, refuses to chat with it and says why.
 
 Each process has its own ``XDG_CONFIG_HOME`` (``tests/procs.py``): its own identity and pins.

@@ -1,4 +1,4 @@
-"""Issue 16, phase 2: identities on the wire and in the chat session (sans-I/O, ``tests/sim.py``).
+"""Identities on the wire and in the chat session (sans-I/O, ``tests/sim.py``).
 
 A server (or an impostor who registered a pinned ID after its owner left) that lists another identity
 under a pinned ID is noticed: one warning, nothing sent to it, nothing shown from it, until ``@trust``.

@@ -5,7 +5,7 @@ A client has one long-term **identity** key pair (Ed25519, :class:`Identity`), k
 signs a **statement** binding that session key to the client's ID and to ``issued``, a number the shell
 passes in that grows from run to run (nanoseconds since the Unix epoch when the run started, as
 WireGuard's TAI64N handshake timestamp does). The statement, its signature and the identity's public
-key travel with the registration and in the peer's details (``docs/IDENTITY_DRAFT.md``).
+key travel with the registration and in the peer's details (``docs/PROTOCOL.md``, *Identities and pinning*).
 
 A peer that receives them checks the signature (:func:`verify_session`) and then asks its
 :class:`PinBook` (one pin per server and peer ID, like ssh's known_hosts) what it makes of that
@@ -216,7 +216,7 @@ class PinFileError(ValueError):
 FILE_HEADER: Final = (
     "# natchat known_peers: the identity pinned for each peer ID on each server (trust on first use).\n"
     "# One line each: SERVER ID IDENTITY-KEY ISSUED (base64 Ed25519 public key; newest statement seen,\n"
-    "# nanoseconds since 1970). Lines starting with # are comments. See docs/IDENTITY_DRAFT.md.\n"
+    "# nanoseconds since 1970). Lines starting with # are comments. See docs/PROTOCOL.md (Identities and pinning).\n"
 )
 _ISSUED_TEXT = re.compile(r"0|[1-9][0-9]{0,18}")
 
