@@ -7,9 +7,11 @@ failure (or ``make demo``) can show exactly what each host typed and saw.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -20,9 +22,18 @@ from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATCHAT = os.environ.get("NATCHAT_BIN", os.path.join(REPO, ".venv", "bin", "natchat"))
-# natchat join keeps its identity and its pins in the config directory: a run's hosts share one made for
-# the run (never root's own ~/.config), so runs neither see each other's pins nor leave files behind
-os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="natchat-mininet-"))
+# natchat join keeps its identity and its pins in the config directory. Each program a run starts gets
+# its own, named after it (a client that restarts under its name keeps its identity, as a user's would),
+# in a directory made for the run and removed at its end: never root's own ~/.config, and runs neither
+# see each other's pins nor leave files behind.
+RUN_CONFIG = tempfile.mkdtemp(prefix="natchat-mininet-")
+atexit.register(shutil.rmtree, RUN_CONFIG, ignore_errors=True)
+
+
+def config_home(name: str) -> str:
+    """The ``XDG_CONFIG_HOME`` of the program named ``name`` in this run."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+    return os.path.join(RUN_CONFIG, safe)
 
 
 @dataclass
@@ -62,8 +73,9 @@ class HostProc:
         self.transcript = transcript
         shown = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))
         transcript.add(self.name, "$", f"[on {host.name} {host.IP()}] {shown}")
+        env = {**os.environ, "XDG_CONFIG_HOME": config_home(self.name)}
         self.proc: subprocess.Popen[bytes] = host.popen(
-            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._fds = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
