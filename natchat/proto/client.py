@@ -37,8 +37,8 @@ from .actions import Action, CloseSocket, OpenSocket, Send
 from .birthday import MappingKind
 from .directory import HELD_MAX, HELD_PEERS, SHOW_RETRY, SHOW_TRIES
 from .events import ClientEvent, Joined, Left, ListShown, Notice, PathReport, Refused, ServerLost
-from .identity import Identity, PeerIdentities, Status
-from .identity_events import SendBlocked, trust, whois
+from .identity import Identity, PeerIdentities
+from .identity_events import SendBlocked
 from .link import Direct, Held, LinkConfig
 from .mapping import MappingLearner
 from .peers import Peers
@@ -50,6 +50,7 @@ from .roster import Roster
 from .sealing import Sealer, max_text_bytes
 from .sockets import MAIN
 from .stream import StreamConfig
+from .vetting import Vetting
 from .wire import Addr, PeerInfo
 
 __all__ = [
@@ -194,9 +195,9 @@ class ClientSession:
         signed = None
         if identity is not None:
             signed = (identity.public, identity.sign(client_id, self.public_key, issued), issued)
-            io.own_identity = identity.public
             peer_ids = peer_ids if peer_ids is not None else PeerIdentities(str(server), None)
-        io.ids = peer_ids
+        own = None if identity is None else identity.public
+        self._vetting = io.vetting = Vetting(client_id, peer_ids, own, io.emit)
         self._home = io.home = Registration(
             client_id, server, priv, home_reg, self._sender(server), key=self.public_key, signed=signed
         )
@@ -219,16 +220,12 @@ class ClientSession:
         return self._io.take_actions()
 
     def next_event(self) -> ClientEvent | None:
-        event = self._io.events.popleft() if self._io.events else None
-        if isinstance(event, ListShown) and (ids := self._io.ids) is not None:
-            changed = frozenset(p.id for p in event.peers if (seen := ids.seen(p.id)) and seen.status is Status.CHANGED)
-            event = ListShown(event.peers, changed) if changed else event  # @show_list marks changed peers
-        return event
+        return self._vetting.marked(self._io.events.popleft()) if self._io.events else None
 
     @property
     def identities(self) -> PeerIdentities | None:
         """What the session knows of its peers' identities (the shell saves its pins when dirty)."""
-        return self._io.ids
+        return self._vetting.ids
 
     def peers(self) -> list[str]:
         """The peer list (IDs), in registration order, this client included."""
@@ -364,29 +361,16 @@ class ClientSession:
     def whois(self, peer: str, now: float) -> None:
         """``@whois``: a :class:`~natchat.proto.identity_events.WhoisReport` follows (at once if the peer's
         identity is known or the peer is not listed; else once its details are looked up)."""
-        ids, own = self._io.ids, self._io.own_identity
-        if ids is None or own is None:
-            self._io.emit(Notice("no_identity", "this session has no identity: it checks no peer's"))
-            return
-        if ids.seen(peer) is None:
-            if peer not in self._roster:
-                raise UnknownPeer(peer)
-            if peer != self.id:
-                self._links.whois_wanted.add(peer)  # answered once its details are looked up
-                self._roster.need(peer, now)
-                return
-        self._io.emit(whois(ids, peer, self.id, own))
+        answer = self._vetting.whois(peer, listed=peer in self._roster)
+        if answer == "unknown_peer":
+            raise UnknownPeer(peer)
+        if answer == "look_up":
+            self._roster.need(peer, now)
 
     def trust(self, peer: str, now: float) -> None:
         """``@trust``: pin the identity ``peer`` is blocked for; a ``Trusted`` (its details are looked up
         again and messages flow) or a ``NothingToTrust`` follows."""
-        ids = self._io.ids
-        if ids is None:
-            self._io.emit(Notice("no_identity", "this session has no identity: it pins nothing"))
-            return
-        event, trusted = trust(ids, peer)
-        self._io.emit(event)
-        if trusted is not None:
+        if self._vetting.trust(peer):
             self._roster.need(peer, now)
 
     def measure_path(self, peer: str, now: float) -> None:
@@ -549,7 +533,7 @@ class ClientSession:
                 self._links.updated(self._roster.on_delta(msg), now)
             case wire.Details():
                 fresh, answer = self._roster.on_details(msg)
-                checked = self._io.ids is not None
+                checked = self._vetting.checks
                 if not checked or msg.q == 0:  # (the lookup of everyone leaves identities out: pins nothing)
                     self._links.learned(fresh, now)
                 if answer is not None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from . import wire
 from .events import ListChanged
 from .identity import Seen
-from .identity_events import SendBlocked, refused_event, whois
+from .identity_events import SendBlocked
 from .link import Direct, LinkConfig, PeerLink, Relayed, Via
 from .peerlist import ListUpdate
 from .ports import Ports
@@ -34,8 +34,6 @@ class Peers:
         self._config = config
         self._rng = rng
         self._links: dict[str, PeerLink] = {}
-        self.whois_wanted: set[str] = set()
-        """Peers ``@whois`` asked about before their details were known: answered when they are."""
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._links
@@ -86,34 +84,18 @@ class Peers:
     def learned(self, infos: list[PeerInfo], now: float) -> None:
         """Details from the server: judged (their identity), then handle what waited for them, send what
         waited for the key."""
-        for peer, held in self._ctx.roster.directory.learn(self._judged(infos, now)):
+        usable, blocked = self._ctx.vetting.judged(infos)
+        for seen in blocked:
+            self._block(seen, now)
+        for peer, held in self._ctx.roster.directory.learn(usable):
             for msg, via in held:
                 self.from_peer(msg, via, now)  # what arrived before the key
             if (link := self._links.get(peer)) is not None:
                 link.pump(now)
 
-    def _judged(self, infos: list[PeerInfo], now: float) -> list[PeerInfo]:
-        """The details whose identity the session may use (``PeerIdentities.observe``: verified, and new
-        or as pinned); each refusal is shown once, and a peer blocked now is forgotten: nothing goes to
-        it, what waited for it fails, and nothing it sends is shown."""
-        ids = self._ctx.ids
-        if ids is None:
-            return infos
-        usable = []
-        for info in infos:
-            seen, warn = ids.observe(info.id, info.key, info.ident or b"", info.sig or b"", info.issued or 0)
-            if warn:
-                self._ctx.emit(refused_event(seen, ids.server))
-            if seen.usable:
-                usable.append(info)
-            elif ids.blocked(info.id) is not None:
-                self._block(seen, now)
-            if info.id in self.whois_wanted and self._ctx.own_identity is not None:
-                self.whois_wanted.discard(info.id)
-                self._ctx.emit(whois(ids, info.id, self._ctx.id, self._ctx.own_identity))
-        return usable
-
     def _block(self, seen: Seen, now: float) -> None:
+        """A peer blocked now (its identity is not the one pinned) is forgotten: nothing goes to it, what
+        waited for it fails, and nothing it sends is shown."""
         peer = seen.peer_id
         self._ctx.sealer.forget(peer)
         self._ctx.roster.directory.forget(peer)
@@ -122,7 +104,7 @@ class Peers:
 
     def blocked(self, peer: str) -> Seen | None:
         """Why nothing may go to or come from ``peer`` (None: nothing blocks it)."""
-        return None if self._ctx.ids is None else self._ctx.ids.blocked(peer)
+        return self._ctx.vetting.blocked(peer)
 
     def from_introducer(self, msg: wire.AnyMessage, sock: int, now: float) -> None:
         """What the introducer (the server, or the midPeer) sends about peers."""
@@ -189,9 +171,7 @@ class Peers:
         """``peer`` left the list: its key, details and path go, and what waited for it fails."""
         self._ctx.sealer.forget(peer)
         self._ctx.roster.directory.forget(peer)
-        if self._ctx.ids is not None:
-            self._ctx.ids.forget(peer)  # (its pin stays)
-        self.whois_wanted.discard(peer)
+        self._ctx.vetting.forget(peer)
         if (link := self._links.pop(peer, None)) is not None:
             link.fail_all(f"{peer} left", now)
             link.close()

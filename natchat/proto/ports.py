@@ -16,7 +16,6 @@ import msgspec
 from . import birthday, wire
 from .actions import Action, Send
 from .events import ClientEvent
-from .identity import PeerIdentities
 from .registration import Registration, RegState
 from .sealing import Sealer
 from .sockets import MAIN, SocketPool
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from .client import ClientConfig
     from .link import Held
     from .roster import Roster
+    from .vetting import Vetting
 
 _S = TypeVar("_S", wire.Probe, wire.Chat, wire.ChatAck)
 
@@ -48,10 +48,7 @@ class Ports:
         self.home: Registration
         self.mid: Registration | None = None
         self.roster: Roster[Held]
-        self.ids: PeerIdentities | None = None
-        """What the session knows of its peers' identities (None: it checks none)."""
-        self.own_identity: bytes | None = None
-        """This session's identity key (for ``@whois``'s safety number)."""
+        self.vetting: Vetting
 
     def actions_append(self, action: Action) -> None:
         self.actions.append(action)
