@@ -36,7 +36,7 @@ from . import seal, stun, wire
 from .actions import Action, CloseSocket, OpenSocket, Send
 from .birthday import MappingKind
 from .directory import HELD_MAX, HELD_PEERS, SHOW_RETRY, SHOW_TRIES
-from .events import ClientEvent, Joined, Left, ListShown, Notice, PathReport, Refused, ServerLost
+from .events import ClientEvent, Joined, Left, Notice, PathReport, Refused, ServerLost
 from .identity import Identity, PeerIdentities
 from .identity_events import SendBlocked
 from .link import Direct, Held, LinkConfig
@@ -417,7 +417,7 @@ class ClientSession:
             self._links.from_peer(msg, Direct(sock, addr), now)
         elif (control := reg.on_control(msg, now)) is not None:
             (self._home_control if reg is self._home else self._mid_control)(control, msg, now)
-        elif reg is self._home and self._from_list(msg, now):
+        elif reg is self._home and self._links.from_list(msg, now):
             pass
         elif reg is self._io.intro:
             self._links.from_introducer(msg, sock, now)
@@ -520,30 +520,3 @@ class ClientSession:
 
     def _sender(self, server: Addr) -> Callable[[wire.Message], None]:
         return lambda msg: self._io.send(MAIN, msg, server)
-
-    # --- the list ---------------------------------------------------------------------------------------
-
-    def _from_list(self, msg: wire.AnyMessage, now: float) -> bool:
-        """The server's list messages (and its refusal of a ``@show_list`` for now); False: not one."""
-        match msg:
-            case wire.ListPage():
-                if (update := self._roster.on_page(msg)) is not None:
-                    self._links.updated(update, now)
-            case wire.ListDelta():
-                self._links.updated(self._roster.on_delta(msg), now)
-            case wire.Details():
-                fresh, answer = self._roster.on_details(msg)
-                checked = self._vetting.checks
-                if not checked or msg.q == 0:  # (the lookup of everyone leaves identities out: pins nothing)
-                    self._links.learned(fresh, now)
-                if answer is not None:
-                    if (update := self._roster.answered(answer, msg.ver, now)) is not None:
-                        self._links.updated(update, now)
-                        if not checked:
-                            self._links.learned(list(answer), now)
-                    self._io.emit(ListShown(answer))
-            case wire.Error(code="too_often", msg=text):
-                return self._roster.too_often(text, now)
-            case _:
-                return False
-        return True

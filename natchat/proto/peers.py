@@ -5,7 +5,8 @@ Every datagram from a peer comes through :meth:`Peers.from_peer`, whether it cam
 that peer may use), held until the sender's key is known, opened with that key, and handed to the
 sender's :class:`~natchat.proto.link.PeerLink`. What the introducer says about peers (``punch_go``,
 ``punch_invite``, ``error`` about a peer) comes through :meth:`Peers.from_introducer`; what the list says
-(who left, whose details changed) through :meth:`Peers.updated`.
+(who left, whose details changed, the details looked up) through :meth:`Peers.from_list` and
+:meth:`Peers.updated`.
 
 Owns: the links, by peer ID (made when a peer is first chatted with or heard from). May not: talk to the
 server (lookups and syncs are the roster's), or keep state of its own beyond the links.
@@ -17,7 +18,7 @@ import random
 from collections.abc import Iterator
 
 from . import wire
-from .events import ListChanged
+from .events import ListChanged, ListShown
 from .identity import Seen
 from .identity_events import SendBlocked
 from .link import Direct, LinkConfig, PeerLink, Relayed, Via
@@ -62,6 +63,33 @@ class Peers:
         """The session ends: every fresh socket goes."""
         for link in self._links.values():
             link.close()
+
+    def from_list(self, msg: wire.AnyMessage, now: float) -> bool:
+        """The server's list messages (and its refusal of a ``@show_list`` for now), through the roster;
+        False: not one of them."""
+        roster = self._ctx.roster
+        match msg:
+            case wire.ListPage():
+                if (update := roster.on_page(msg)) is not None:
+                    self.updated(update, now)
+            case wire.ListDelta():
+                self.updated(roster.on_delta(msg), now)
+            case wire.Details():
+                fresh, answer = roster.on_details(msg)
+                checked = self._ctx.vetting.checks
+                if not checked or msg.q == 0:  # (the lookup of everyone leaves identities out: pins nothing)
+                    self.learned(fresh, now)
+                if answer is not None:
+                    if (update := roster.answered(answer, msg.ver, now)) is not None:
+                        self.updated(update, now)
+                        if not checked:
+                            self.learned(list(answer), now)
+                    self._ctx.emit(ListShown(answer))
+            case wire.Error(code="too_often", msg=text):
+                return roster.too_often(text, now)
+            case _:
+                return False
+        return True
 
     def updated(self, update: ListUpdate, now: float) -> None:
         """The list changed: peers that left are forgotten, changed details looked up again if in use."""
