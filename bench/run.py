@@ -40,6 +40,9 @@ sys.path.insert(0, str(ROOT))
 from natchat.proto import wire  # noqa: E402
 from natchat.proto.peerlist import PeerList  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from serve import identity_of  # type: ignore[import-not-found]  # noqa: E402
+
 HOST = "127.0.0.1"
 KEEPALIVE_INTERVAL = 10.0
 """The clients' default keepalive interval (``natchat join --keepalive``): convergence must beat it."""
@@ -174,10 +177,20 @@ class Sockets:
         self.close()
 
 
+SIGNED = True
+"""Registrations carry an identity (``ident``, ``sig``, ``issued``), as every ``natchat join`` sends;
+``--unsigned``: without, to compare with natchat from before identities."""
+
+
 def register_bytes(i: int, port: int, cookie: str | None = None, prefix: str = "c") -> bytes:
-    """Client ``{prefix}{i}``'s registration (a made-up public key: the server only lists it)."""
+    """Client ``{prefix}{i}``'s registration (a made-up public key and identity: the server only lists them)."""
     key = i.to_bytes(32, "big")
-    return wire.encode(wire.Register(id=f"{prefix}{i}", priv=wire.Addr(HOST, port), key=key, cookie=cookie))
+    priv = wire.Addr(HOST, port)
+    if not SIGNED:
+        return wire.encode(wire.Register(id=f"{prefix}{i}", priv=priv, key=key, cookie=cookie))
+    ident, sig, issued = identity_of(i)
+    register = wire.Register(id=f"{prefix}{i}", priv=priv, key=key, cookie=cookie, ident=ident, sig=sig, issued=issued)
+    return wire.encode(register)
 
 
 def keepalive_bytes(cid: str, token: str, ver: int = 0) -> bytes:
@@ -251,7 +264,7 @@ def figure1(
             socks = stack.enter_context(Sockets(n))
         if srv is None:
             srv = stack.enter_context(server(timeout=600))
-            srv.ask("prefill", n=n, ports=socks.ports)
+            srv.ask("prefill", n=n, ports=socks.ports, signed=SIGNED)
         tokens = srv.ask("tokens")  # (a client the server does not have would get cheap error replies)
         payloads = {i: keepalive_bytes(f"c{i}", tokens[f"c{i}"]) for i in range(n) if f"c{i}" in tokens}
         bare = stack.enter_context(server(bare=True))
@@ -517,7 +530,7 @@ def figure3(sizes: list[int]) -> dict[str, Any]:
     for n in sizes:
         with server(timeout=600) as srv:
             before = srv.rss()
-            srv.ask("prefill", n=n)
+            srv.ask("prefill", n=n, signed=SIGNED)
             after = srv.rss()
         rows.append({"clients": n, "rss_per_client": (after - before) / n})
         log(f"  {n}: {(after - before) / n:.0f} bytes per client (RSS)")
@@ -527,7 +540,6 @@ def figure3(sizes: list[int]) -> dict[str, Any]:
 def _traced_per_client(n: int) -> float:
     import tracemalloc
 
-    sys.path.insert(0, str(HERE))
     from serve import prefill  # type: ignore[import-not-found]
 
     from natchat.proto.server import RendezvousServer
@@ -535,7 +547,7 @@ def _traced_per_client(n: int) -> float:
     proto = RendezvousServer(timeout=30)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    prefill(proto, n, 0, 0.0, None)
+    prefill(proto, n, 0, 0.0, None, signed=SIGNED)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     log(f"  {n}: {(after - before) / n:.0f} bytes per client (tracemalloc, in-process)")
@@ -578,7 +590,7 @@ def figure4(n: int, *, measured: int, spacing: float, timeout: float) -> dict[st
             raise RuntimeError(f"only {len(tokens)} of {measured} clients registered")
         background = n - measured
         ports = [socks.ports[carriers[j % carriers_n]] for j in range(background)]
-        srv.ask("prefill", n=background, ports=ports)
+        srv.ask("prefill", n=background, ports=ports, signed=SIGNED)
         ka_background = [keepalive_bytes(f"c{j}", _token_of(j)) for j in range(background)]
         ka_measured = [keepalive_bytes(f"m{i}", tokens[i]) for i in range(measured)]
         start = time.monotonic()
@@ -813,11 +825,21 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", type=int, help="figure numbers to run (default: 1 2 3 4 5 6)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json", help="where to write the results")
     parser.add_argument("--plot", type=Path, default=HERE / "results.png", help="where to draw figures 2-4")
+    parser.add_argument(
+        "--unsigned", action="store_true", help="clients register without identities (as natchat did before them)"
+    )
     args = parser.parse_args()
+    global SIGNED
+    SIGNED = not args.unsigned
     random.seed(7)
     quick = args.quick
     only = set(args.only or [1, 2, 3, 4, 5, 6])
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": quick,
+        "signed": SIGNED,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     keepalive = {"repeat": 1 if quick else 5, "seconds": 0.5 if quick else 2.0}
     if 2 in only:
         storms = []

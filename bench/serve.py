@@ -40,10 +40,13 @@ from natchat.proto.server import RendezvousServer
 from natchat.server import _Shell
 
 
-def prefill(proto: RendezvousServer, n: int, first: int, now: float, ports: list[int] | None) -> None:
+def prefill(
+    proto: RendezvousServer, n: int, first: int, now: float, ports: list[int] | None, *, signed: bool = True
+) -> None:
     """Add clients ``c{first}`` ... as a registration adds a new one (fresh objects, as decoding makes
     them), skipping only the delta to everyone else (``Registry.preload``). Without ``ports``, public
-    addresses are spread over 127.1.0.0/16 where nothing listens (deltas to them are sent and dropped by the kernel)."""
+    addresses are spread over 127.1.0.0/16 where nothing listens (deltas to them are sent and dropped by the kernel).
+    ``signed``: each with an identity, as ``natchat join`` registers (False: without, as before identities)."""
     for i in range(first, first + n):
         cid = f"c{i}"
         if ports is not None:
@@ -52,7 +55,17 @@ def prefill(proto: RendezvousServer, n: int, first: int, now: float, ports: list
             pub = to_addr((f"127.1.{(i >> 8) & 255}.{i & 255}", 20000 + (i >> 16)))
         priv = wire.Addr(f"192.168.{(i >> 8) & 255}.{i & 255}", 10081)
         key = i.to_bytes(32, "big")  # a public key: 32 bytes of its own, as decoding makes it
-        proto.registry.preload(wire.PeerInfo(cid, pub, priv, key), token_of(i), now)
+        info = wire.PeerInfo(cid, pub, priv, key, *identity_of(i)) if signed else wire.PeerInfo(cid, pub, priv, key)
+        proto.registry.preload(info, token_of(i), now)
+
+
+ISSUED = 1_764_000_000_000_000_000
+
+
+def identity_of(i: int) -> tuple[bytes, bytes, int]:
+    """Client ``i``'s made-up identity key, signature and issue time (the server stores them unverified,
+    so their sizes are all that matters here: fresh bytes objects, as decoding makes them)."""
+    return (i + 1).to_bytes(32, "big"), i.to_bytes(64, "big"), ISSUED + i
 
 
 def token_of(i: int) -> str:
@@ -93,7 +106,14 @@ async def serve_natchat(args: argparse.Namespace) -> None:
                             **dataclasses.asdict(shell.stats),
                         }
                     case "prefill":
-                        prefill(proto, cmd["n"], cmd.get("first", 0), trio.current_time(), cmd.get("ports"))
+                        prefill(
+                            proto,
+                            cmd["n"],
+                            cmd.get("first", 0),
+                            trio.current_time(),
+                            cmd.get("ports"),
+                            signed=cmd.get("signed", True),
+                        )
                         shell.timer.arm(proto.get_timer())
                         return {"registered": len(proto.peers())}
                     case "peers":  # the registry, as every client's list should end up
