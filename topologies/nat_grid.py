@@ -17,8 +17,8 @@ local ports they sent from, counted from a packet capture on each host, not from
 Every cell has an EXPECTED path (the table below: what natchat does today). The run fails when a pair
 gets a worse path than expected (lan < direct < relay), loses a message, or is relayed without the
 server saying so. Cells marked ``direct%`` go direct by birthday punching in at least
-``BIRTHDAY_SHARE`` of their pairs (the others may be relayed); ``relay*`` cells should move to direct
-with it too (the CGN cells with a hard side; flip them when measured). Prints the grid; ``--markdown``
+``BIRTHDAY_SHARE`` of their pairs (the others may be relayed); ``relay*`` would mark a cell relayed
+today that birthday punching should make direct (none is left). Prints the grid; ``--markdown``
 writes it (``make grid``: docs/NAT_GRID.md). The network is always torn down; all traffic stays inside its namespaces.
 """
 
@@ -62,10 +62,11 @@ PAIR_KINDS = tuple(k for k in ZOO_KINDS if k != "same-lan")
 RANK = {"lan": 0, "direct": 1, "relay": 2, "none": 3}
 """Better paths first: a pair fails when its path ranks below the expected one."""
 
-# EXPECTED[first][other]: the path natchat takes TODAY. "relay*": relayed today, and birthday punching
-# (the hard side opens many sockets, the easy side sprays the hard side's ports) should make it
-# direct: flip those to "direct" when it lands. The -trap cells keep relaying: unsolicited probes leave
-# conntrack entries there that collide with the port the NAT would pick (topologies/README.md).
+# EXPECTED[first][other]: the path natchat takes TODAY. ("relay*" would be a cell relayed today that
+# birthday punching should make direct; the CGN cells with a hard side were, until measured direct by
+# it: behind either CGN kind a peer maps endpoint-independently, as behind an easy NAT.) The easy-trap cells with a
+# hard side keep relaying: unsolicited probes leave conntrack entries there that collide with the port
+# the NAT would pick (topologies/README.md).
 # "direct%": direct by birthday punching (one attempt, about 98 % by the formula): at least
 # BIRTHDAY_SHARE of the pairs must go direct; the others may be relayed (the introducer relays a pair
 # whose birthday attempt failed), never lose a message. (easy <-> hard-trap goes direct too: the spray's
@@ -97,8 +98,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "easy-trap": "relay",
         "hard": "relay",
         "hard-trap": "relay",
-        "cgnat": "relay*",
-        "cgnat-hairpin": "relay*",
+        "cgnat": "direct%",
+        "cgnat-hairpin": "direct%",
     },
     "hard-trap": {
         "open": "direct",
@@ -106,15 +107,15 @@ EXPECTED: dict[str, dict[str, str]] = {
         "easy-trap": "relay",
         "hard": "relay",
         "hard-trap": "relay",
-        "cgnat": "relay",
-        "cgnat-hairpin": "relay",
+        "cgnat": "direct%",
+        "cgnat-hairpin": "direct%",
     },
     "cgnat": {
         "open": "direct",
         "easy": "direct",
         "easy-trap": "direct",
-        "hard": "relay*",
-        "hard-trap": "relay",
+        "hard": "direct%",
+        "hard-trap": "direct%",
         "cgnat": "relay",
         "cgnat-hairpin": "direct",
     },
@@ -122,8 +123,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "open": "direct",
         "easy": "direct",
         "easy-trap": "direct",
-        "hard": "relay*",
-        "hard-trap": "relay",
+        "hard": "direct%",
+        "hard-trap": "direct%",
         "cgnat": "direct",
         "cgnat-hairpin": "direct",
     },
@@ -474,8 +475,7 @@ def markdown(cells: list[Cell], pairs: int, seconds: float, delay_ms: float) -> 
         "hosts sent to anything but the server (chat and acks left out; captured on the hosts) and the "
         f"distinct local ports they sent from. Clients: `natchat join --json --relay-after {RELAY_AFTER:g}` "
         "with the server as midPeer (`natchat serve --midpeer`). `direct*`: direct by birthday punching "
-        "in at least 90 % of the pairs (the others relayed); `relay*`: relayed, birthday punching "
-        "should make it direct (the CGN cells with a hard side: not measured with it yet). "
+        "in at least 90 % of the pairs (the others relayed). "
         'The kinds are in `topologies/README.md` ("The NAT zoo").',
         "",
         "| first \\ other | " + " | ".join(kinds) + " |",
