@@ -14,7 +14,7 @@ from natchat.proto.client import ClientConfig, OpenSocket, Send
 from natchat.proto.events import ChatReceived, PathUp
 from natchat.proto.wire import Addr, PeerInfo
 
-from .sim import SERVER, Sim
+from .sim import ALT, SERVER, Sim
 
 EASY, HARD, HARD2 = "10.0.1.1", "10.0.2.1", "10.0.3.1"
 
@@ -37,6 +37,18 @@ def test_clients_learn_their_mapping_kind_and_register_it() -> None:
     assert a is not None and b is not None
     assert (a.mapping, b.mapping) == ("independent", "dependent")
     assert all(n.session.state.value == "registered" for n in sim.nodes.values())
+
+
+def test_an_unanswered_alt_port_leaves_the_kind_unknown_and_registration_goes_on() -> None:
+    sim = Sim(relay=True, alt=True, seed=7)
+    sim.drop = lambda src, dst, data: dst == ALT  # (a firewall in front of the second port)
+    node = sim.add("a", EASY)
+    sim.run(3.0)  # past the learner's deadline (1 s at most)
+    entry = sim.server.registry.get("a")
+    assert entry is not None and entry.mapping is None
+    assert node.session.state.value == "registered"
+    asked = [d for s, d, data in sim.sent if s.host == EASY and d in (SERVER, ALT) and not data.startswith(b"{")]
+    assert sorted(asked, key=str) == sorted([SERVER, ALT], key=str)  # one STUN request to each port, once
 
 
 def test_without_the_alt_port_nothing_is_learned_and_go_has_no_plan() -> None:

@@ -34,13 +34,12 @@ from typing import TypeVar
 
 from . import seal, stun, wire
 from .actions import Action, CloseSocket, OpenSocket, Send
-from .birthday import MappingKind
 from .directory import HELD_MAX, HELD_PEERS, SHOW_RETRY, SHOW_TRIES
 from .events import ClientEvent, Joined, Left, Notice, PathReport, Refused, ServerLost
 from .identity import Identity, PeerIdentities
 from .identity_events import SendBlocked
 from .link import Direct, Held, LinkConfig
-from .mapping import MappingLearner
+from .mappingcheck import MappingCheck
 from .peers import Peers
 from .ports import Ports
 from .punch import Phase
@@ -201,7 +200,7 @@ class ClientSession:
         self._home = io.home = Registration(
             client_id, server, priv, home_reg, self._sender(server), key=self.public_key, signed=signed
         )
-        self._mapping = MappingLearner(server, self._rng)
+        self._mapping = MappingCheck(server, self._rng, io)
         self._mid = None
         if midpeer is not None and midpeer != server:
             self._mid = Registration(
@@ -303,8 +302,7 @@ class ClientSession:
         if self.state is State.LEAVING:
             return self._home.get_timer()
         timers = [self._home.get_timer(), *self._roster.get_timers()]
-        if self._mapping.waiting and self._mapping.deadline is not None:
-            timers.append(self._mapping.deadline)
+        timers.extend(self._mapping.timers())
         if self._mid is not None:
             timers.append(self._mid.get_timer())
         timers.extend(self._links.get_timers())
@@ -402,10 +400,7 @@ class ClientSession:
         if self.state is State.DONE:
             return
         if stun.is_stun(data):  # before JSON: the answers that tell the mapping kind
-            if sock == MAIN and addr.host == self.server.host and self._mapping.receive_untrusted(data):
-                self._mapping_known(now)
-            else:
-                self._io.drop()
+            self._mapping.receive_stun(data, sock, addr, now)
             return
         try:
             msg = wire.decode(data)
@@ -430,8 +425,7 @@ class ClientSession:
                 self.state = State.DONE
                 self._io.emit(Left(acknowledged=False))
             return
-        if self._mapping.expired(now):
-            self._mapping_known(now)
+        self._mapping.handle_timer(now)
         self._home.list_version = self._roster.list.ver or 0
         outcome = self._home.handle_timer(now)
         if isinstance(outcome, GaveUp):
@@ -455,23 +449,10 @@ class ClientSession:
 
     # --- the registrations: what their control messages mean ----------------------------------------
 
-    def _mapping_known(self, now: float) -> None:
-        kind = self._mapping.kind
-        mapping: wire.Mapping | None = None
-        if kind is MappingKind.ENDPOINT_INDEPENDENT:
-            mapping = "independent"
-        elif kind is MappingKind.ENDPOINT_DEPENDENT:
-            mapping = "dependent"
-        self._home.mapping_known(mapping, now)
-        if self._mid is not None:
-            self._mid.mapping, self._mid.mapping_learned = mapping, True  # said with its next registration
-
     def _home_control(self, control: Control, msg: wire.AnyMessage, now: float) -> None:
         emit = self._io.emit
-        if control is Control.CHALLENGED and isinstance(msg, wire.Challenge) and self._home.learning:
-            assert msg.alt is not None
-            for data, dst in self._mapping.start(msg.alt, self._home.srtt, now):
-                self._io.send_raw(MAIN, data, dst, None)
+        if control is Control.CHALLENGED:
+            self._mapping.challenged(msg, now)
         match control, msg:
             case Control.JOINED, wire.Registered(pub=pub):
                 self.state, self.pub = State.REGISTERED, pub
