@@ -188,8 +188,7 @@ def register_bytes(i: int, port: int, cookie: str | None = None, prefix: str = "
     priv = wire.Addr(HOST, port)
     if not SIGNED:
         return wire.encode(wire.Register(id=f"{prefix}{i}", priv=priv, key=key, cookie=cookie))
-    ident, sig, issued = identity_of(i)
-    register = wire.Register(id=f"{prefix}{i}", priv=priv, key=key, cookie=cookie, ident=ident, sig=sig, issued=issued)
+    register = wire.Register(id=f"{prefix}{i}", priv=priv, key=key, cookie=cookie, signed=wire.signed(*identity_of(i)))
     return wire.encode(register)
 
 

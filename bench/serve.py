@@ -55,7 +55,7 @@ def prefill(
             pub = to_addr((f"127.1.{(i >> 8) & 255}.{i & 255}", 20000 + (i >> 16)))
         priv = wire.Addr(f"192.168.{(i >> 8) & 255}.{i & 255}", 10081)
         key = i.to_bytes(32, "big")  # a public key: 32 bytes of its own, as decoding makes it
-        info = wire.PeerInfo(cid, pub, priv, key, *identity_of(i)) if signed else wire.PeerInfo(cid, pub, priv, key)
+        info = wire.PeerInfo(cid, pub, priv, key, wire.signed(*identity_of(i)) if signed else None)
         proto.registry.preload(info, token_of(i), now)
 
 

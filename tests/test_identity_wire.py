@@ -132,7 +132,8 @@ def test_server_that_swaps_a_pinned_key_is_noticed() -> None:
     entry = sim.server.registry.get("b")
     assert entry is not None
     key = bytes(range(32))
-    forged = PeerInfo("b", entry.info.pub, entry.info.priv, key, evil.public, evil.sign("b", key, T2 + 5), T2 + 5)
+    claim = wire.signed(evil.public, evil.sign("b", key, T2 + 5), T2 + 5)
+    forged = PeerInfo("b", entry.info.pub, entry.info.priv, key, claim)
     sim.server._update(entry, entry.info.pub, entry.info.priv, key, forged)  # a lying server
     sim.run(2)  # a looks b up again (its details changed): noticed at once, without a chat
     assert len(of(a, IdentityChanged)) == 1
@@ -170,7 +171,7 @@ def test_forged_signature_is_rejected() -> None:
     assert entry is not None and entry.info.sig is not None
     bad = bytes([entry.info.sig[0] ^ 1]) + entry.info.sig[1:]
     i = entry.info
-    entry.info = PeerInfo(i.id, i.pub, i.priv, i.key, i.ident, bad, i.issued)
+    entry.info = PeerInfo(i.id, i.pub, i.priv, i.key, wire.signed(i.ident, bad, i.issued))
     a.session.chat("b", "hi", sim.now)
     sim.run(3)
     assert len(of(a, BadSignature)) == 1
@@ -224,7 +225,7 @@ def register(srv: RendezvousServer, msg: wire.Register, now: float = 1.0) -> lis
 
 def signed_register(identity: Identity, key: bytes, issued: int, **extra: object) -> wire.Register:
     sig = identity.sign("client1", key, issued)
-    return wire.Register(id="client1", priv=PRIV, key=key, ident=identity.public, sig=sig, issued=issued, **extra)  # type: ignore[arg-type]
+    return wire.Register(id="client1", priv=PRIV, key=key, signed=wire.signed(identity.public, sig, issued), **extra)  # type: ignore[arg-type]
 
 
 def test_a_session_keeps_its_identity() -> None:
@@ -261,12 +262,12 @@ def test_the_secret_proof_covers_the_identity() -> None:
 def test_largest_datagrams_with_identities_fit() -> None:
     v6 = Addr("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 65535)
     ident, sig = bytes(32), bytes(64)
-    info = PeerInfo("x" * 32, v6, v6, bytes(32), ident, sig, 2**63 - 1)
+    info = PeerInfo("x" * 32, v6, v6, bytes(32), wire.signed(ident, sig, 2**63 - 1))
     go = wire.PunchGo(peer=info, attempt=1000, at=-1e12 + 0.123456789)
     assert len(wire.encode(go)) <= 700  # room left for the birthday-punching fields
     register = wire.Register(
         id="x" * 32, priv=v6, key=bytes(32), token="f" * 32, cookie="f" * 32, proof="f" * 32,
-        ident=ident, sig=sig, issued=2**63 - 1,
+        signed=wire.signed(ident, sig, 2**63 - 1),
     )  # fmt: skip
     assert len(wire.encode(register)) <= 700
     assert wire.decode(wire.encode(go)) == go
@@ -279,7 +280,8 @@ def test_server_pages_signed_details_within_the_limit() -> None:
     v6 = Addr("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 65535)
     names = [f"{i:032d}" for i in range(16)]
     for i, name in enumerate(names):
-        srv.registry.add(PeerInfo(name, Addr("10.0.1.1", 1000 + i), v6, bytes(32), bytes(32), bytes(64), 2**63 - 1), 0)
+        claim = wire.signed(bytes(32), bytes(64), 2**63 - 1)
+        srv.registry.add(PeerInfo(name, Addr("10.0.1.1", 1000 + i), v6, bytes(32), claim), 0)
     me = srv.registry.get(names[0])
     assert me is not None
     srv.receive_datagram(wire.encode(wire.Lookup(id=names[0], token=me.token, q=0, peers=names)), me.info.pub, 1)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from natchat.proto import seal
+from natchat.proto import seal, wire
 from natchat.proto.events import ClientEvent, ListShown, Notice
 from natchat.proto.identity import Identity, PeerIdentities, PinBook, Status
 from natchat.proto.identity_events import BadSignature, IdentityChanged, NothingToTrust, Trusted, WhoisReport
@@ -17,7 +17,7 @@ ISSUED = 1_764_000_000_000_000_000
 def signed(peer: str, identity: Identity, issued: int = ISSUED) -> PeerInfo:
     key = seal.KeyPair().public
     addr = Addr("10.0.0.1", 10081)
-    return PeerInfo(peer, addr, addr, key, identity.public, identity.sign(peer, key, issued), issued)
+    return PeerInfo(peer, addr, addr, key, wire.signed(identity.public, identity.sign(peer, key, issued), issued))
 
 
 def vetting(pins: PinBook | None = None) -> tuple[Vetting, list[ClientEvent]]:
@@ -65,9 +65,21 @@ def test_a_bad_signature_does_not_replace_details_that_verified() -> None:
     vet, events = vetting()
     good = signed("b", Identity())
     vet.judged([good])
-    forged = PeerInfo("b", good.pub, good.priv, seal.KeyPair().public, good.ident, good.sig, good.issued)
+    forged = PeerInfo("b", good.pub, good.priv, seal.KeyPair().public, good.signed)
     assert vet.judged([forged]) == ([], [])  # refused, but b stays usable with what verified
     assert vet.blocked("b") is None
+    assert [type(e) for e in events] == [BadSignature]
+
+
+def test_an_issued_time_past_2_63_is_a_bad_signature_not_a_crash() -> None:
+    vet, events = vetting()
+    identity, key = Identity(), seal.KeyPair().public
+    addr = Addr("10.0.0.1", 10081)
+    late = 2**64 - 1  # the field's 8 bytes hold it; no natchat signs it, and no pin may hold it
+    info = PeerInfo("b", addr, addr, key, wire.signed(identity.public, bytes(64), late))
+    assert info.issued == late
+    usable, blocked = vet.judged([info])
+    assert usable == [] and [s.status for s in blocked] == [Status.BAD_SIGNATURE]  # (nothing pinned)
     assert [type(e) for e in events] == [BadSignature]
 
 

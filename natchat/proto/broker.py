@@ -175,7 +175,7 @@ class PunchBroker:
         goes: Outgoing = []
         for to, about in ((a, b), (b, a)):
             i = about.info
-            peer = PeerInfo(i.id, about.pub, about.priv, i.key, i.ident, i.sig, i.issued)  # (identity included)
+            peer = PeerInfo(i.id, about.pub, about.priv, i.key, i.signed)  # (identity included)
             goes.append((wire.PunchGo(peer=peer, attempt=attempt, at=at_of[to.info.id]), to.pub))
         return goes
 

@@ -338,7 +338,6 @@ class Registration:
         proof = None
         if self.config.secret is not None and self._cookie is not None:
             proof = auth.proof(self.config.secret, self._cookie, self.id, self.priv, self.key, self._ident)
-        ident, sig, issued = self.signed if self.signed is not None else (None, None, None)
         register = wire.Register(
             id=self.id,
             priv=self.priv,
@@ -348,9 +347,7 @@ class Registration:
             proof=proof,
             mapping=self.mapping,
             spray=self.config.spray,
-            ident=ident,
-            sig=sig,
-            issued=issued,
+            signed=None if self.signed is None else wire.signed(*self.signed),
         )
         self._send(register)
         self._probe_sent_at = now if first else None

@@ -144,7 +144,7 @@ class Registry:
         if self._by_addr.get(old.pub) == old.id:
             del self._by_addr[old.pub]
         ident = old if signed is None else signed
-        entry.info = PeerInfo(old.id, pub, priv, old.key if key is None else key, ident.ident, ident.sig, ident.issued)
+        entry.info = PeerInfo(old.id, pub, priv, old.key if key is None else key, ident.signed)
         self._by_addr[pub] = old.id
         self.version += 1
         change = wire.change(old.id, gone=False)

@@ -253,7 +253,7 @@ class RendezvousServer:
                 self._drop(addr, "id_taken", f"ID {msg.id} is already registered by another client")
                 return
             info = entry.info
-            signed = (msg.key, msg.ident, msg.sig, msg.issued) != (info.key, info.ident, info.sig, info.issued)
+            signed = (msg.key, msg.signed) != (info.key, info.signed)
             if same_session and signed:  # peers trust the listed key and identity: nobody swaps them
                 self._drop(addr, "key_changed", f"session {msg.id} registered another key; a session keeps its key")
                 return
@@ -429,4 +429,4 @@ class RendezvousServer:
 def _info(msg: wire.Register, pub: Addr) -> PeerInfo:
     """The details a registration lists, its identity included (stored and passed on, never verified
     here: clients verify them, and the server records nothing they must trust)."""
-    return PeerInfo(msg.id, pub, msg.priv, msg.key, msg.ident, msg.sig, msg.issued)
+    return PeerInfo(msg.id, pub, msg.priv, msg.key, msg.signed)

@@ -56,6 +56,7 @@ class Vetting:
             return infos, []
         usable, blocked = [], []
         for info in infos:
+            # (an issued of 2**63 or more, which the field can hold, never verifies: identity.statement)
             seen, warn = ids.observe(info.id, info.key, info.ident or b"", info.sig or b"", info.issued or 0)
             if warn:
                 self._emit(refused_event(seen, ids.server))
