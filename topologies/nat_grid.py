@@ -144,6 +144,14 @@ second) for this long before a worse path than expected counts."""
 
 BIRTHDAY_SHARE = 0.9
 """A "direct%" cell passes with at least this share of its pairs direct (the goal: 90 %)."""
+PER_CELL_MIN_PAIRS = 5
+"""With fewer pairs a cell (the short grid of ``make test`` runs 2), one relayed birthday pair says
+little about a cell (a 1-in-20 failure relays both of a cell's 2 pairs now and then): the birthday
+cells are then judged together, against :data:`SHORT_RUN_SHARE`."""
+SHORT_RUN_SHARE = 0.75
+"""A short run passes with at least this share of all its birthday cells' pairs direct (measured: 116
+of 120 pairs direct at 10 a cell, 22 of 24 at 2; with 24 pairs and 5 % of them relayed, a run fails
+this bar by chance about once in 8,000, at 8 % once in 500)."""
 
 
 def expected(first: str, other: str) -> tuple[str, bool]:
@@ -185,6 +193,8 @@ class Cell:
     pairs: list[Pair] = field(default_factory=list)
     share: float = 1.0
     """At least this share of the pairs must get the expected path; the others may be relayed."""
+    pooled: bool = False
+    """The share is judged over all birthday cells together (:data:`PER_CELL_MIN_PAIRS`), not here."""
 
     @property
     def name(self) -> str:
@@ -212,7 +222,7 @@ class Cell:
                 worse.append(f"pair {p.index}: {p.path}/{p.path_back}, expected {self.expected}")
             if "relay" in (p.path, p.path_back) and not p.server_relayed and not p.error and p.delivered == 2:
                 out.append(f"pair {p.index}: relayed, but the server printed no 'relaying'")
-        if len(worse) > math.ceil((1.0 - self.share) * len(self.pairs) - 1e-9):  # (1 of 2, 6 or 10)
+        if not self.pooled and len(worse) > math.ceil((1.0 - self.share) * len(self.pairs) - 1e-9):  # (1 of 6 or 10)
             out.extend(worse)
         return out
 
@@ -417,6 +427,16 @@ def cells_for(kinds: list[str]) -> list[Cell]:
     return cells
 
 
+def pooled_row(cells: list[Cell]) -> Row:
+    """The short run's verdict on its birthday cells, together: at least :data:`SHORT_RUN_SHARE` direct."""
+    pairs = [p for c in cells for p in c.pairs]
+    relayed = sum("relay" in (p.path, p.path_back) for p in pairs)
+    allowed = math.ceil((1.0 - SHORT_RUN_SHARE) * len(pairs) - 1e-9)
+    detail = f"{len(pairs) - relayed}/{len(pairs)} direct, {relayed} relayed (at most {allowed})"
+    share = f"{SHORT_RUN_SHARE:.0%}"
+    return Row(f"birthday cells together are {share} direct", bool(pairs) and relayed <= allowed, 0.0, detail)
+
+
 def run_grid(t: Transcript, z: Zoo, cells: list[Cell], pairs: int, parallel: int) -> None:
     hosts = Hosts(z)
     with network(z.spec) as net, ExitStack() as stack:
@@ -523,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     transcript = Transcript(echo=args.demo)
     sc = Scenario(transcript)
     cells = cells_for(kinds)
+    for cell in cells:
+        cell.pooled = cell.share < 1.0 and args.pairs < PER_CELL_MIN_PAIRS
     z = zoo(kinds, wan_delay_ms=args.delay_ms)
     started = time.monotonic()
     try:
@@ -536,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         detail = describe(cell) + (f"; {'; '.join(why[:3])}" if why else "")
         took = sum(p.seconds for p in cell.pairs)
         sc.rows.append(Row(f"{cell.name} is {cell.expected}", not why and s["pairs"] == args.pairs, took, detail))
+    if args.pairs < PER_CELL_MIN_PAIRS and (pooled := [c for c in cells if c.pooled]):
+        sc.rows.append(pooled_row(pooled))
     print_table(sc)
     grid = markdown(cells, args.pairs, seconds, args.delay_ms)
     print("\n" + grid)
