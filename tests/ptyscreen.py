@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Callable, Sequence
 
 import pexpect
@@ -197,12 +198,25 @@ class PtyClient:
         """Wait for the program to exit; its status (-N: killed by signal N)."""
         try:
             with trio.fail_after(within):
-                await trio.to_thread.run_sync(self.child.wait, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(self._wait_child, abandon_on_cancel=True)
         except trio.TooSlowError:
             raise AssertionError(f"{self.name} did not exit within {within} s\n{self}") from None
         status = self.child.exitstatus
         self.returncode = status if status is not None else -int(self.child.signalstatus or 0)
         return self.returncode
+
+    def _wait_child(self) -> None:
+        """Block until the program has exited. The reader thread's end-of-file check (pexpect's
+        ``isalive``) may reap it at the same moment: then this thread's ``waitpid`` finds no child
+        (``ChildProcessError``), and the status is the one that check records."""
+        for _ in range(1000):  # (10 s at most; the caller's deadline comes first)
+            try:
+                if not self.child.isalive():
+                    return
+                self.child.wait()
+                return
+            except (ChildProcessError, pexpect.ExceptionPexpect):
+                time.sleep(0.01)
 
     async def close(self) -> None:
         """Kill the program if it still runs; close the terminal."""
