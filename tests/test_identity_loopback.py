@@ -6,6 +6,7 @@ Each process has its own ``XDG_CONFIG_HOME`` (``tests/procs.py``): its own ident
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 
@@ -137,3 +138,40 @@ async def test_ephemeral_writes_nothing_and_chat_is_unchanged(procs: ProcGroup, 
     assert not config_written(procs.config_root, "client1")  # nothing read or written
     assert " client1 " in pinned(procs.config_root, "client2")  # the other side pins as usual
     assert not [line for line in client1.lines("err") + client2.lines("err") if "warning" in line]
+
+
+async def test_json_says_the_change_as_one_object_and_whois_as_another(procs: ProcGroup, chat: Chat) -> None:
+    await chat.serve()
+    client1 = await chat.start_client("client1", "--json")
+    await client1.expect_line(re.compile(r'\{"event": "registered", "id": "client1".*'), within=10)
+    (client2,) = await chat.join(["client2"])
+    await client1.send("@chat client2 hello")
+    await client2.expect_line("From client1 [hello]", within=10)
+    await client2.send("@exit")
+    assert await client2.wait(within=10) == 0
+    impostor = await chat.start_client("client2", name="impostor")
+    await impostor.expect_line(re.compile(r"registered; public address \S+"), "err", within=10)
+
+    def events(kind: str, code: str | None = None) -> list[dict[str, object]]:
+        found = [json.loads(line) for line in client1.lines() if line.startswith("{")]
+        return [e for e in found if e.get("event") == kind and (code is None or e.get("code") == code)]
+
+    for _ in range(50):  # until client1's list has the newcomer and its details are judged
+        if events("warning", "identity_changed"):
+            break
+        await client1.send("@chat client2 is that you?")
+        await trio.sleep(0.2)
+    (warning,) = events("warning", "identity_changed")  # said once, however often it was asked
+    assert warning["peer"] == "client2" and warning["pinned"] != warning["seen"]
+    assert re.fullmatch(FINGERPRINT, str(warning["pinned"])) and re.fullmatch(FINGERPRINT, str(warning["seen"]))
+    await client1.send("@whois client2")
+    for _ in range(50):
+        if events("whois"):
+            break
+        await trio.sleep(0.1)
+    (whois,) = events("whois")
+    assert whois["status"] == "changed" and whois["pinned"] == warning["pinned"]
+    assert whois["fingerprint"] == warning["seen"]
+    assert all(line.startswith("{") for line in client1.lines()), "--json: one object a line, nothing else"
+    await client1.send("@exit")
+    assert await client1.wait(within=10) == 0
