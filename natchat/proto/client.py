@@ -11,13 +11,20 @@ A datagram's way: :meth:`~ClientSession.receive_datagram` decodes it once and di
 * From the server or a midPeer (``join --midpeer``): its :class:`~natchat.proto.registration.Registration`
   takes the control messages (``registered``, ``challenge``, ``alive``, ``bye``, refusals) and says what
   they did (:class:`~natchat.proto.registration.Control`), which this facade turns into events; the
-  server's list messages go to the :class:`~natchat.proto.peerlist.PeerList` (``page``, ``delta``) and the
-  :class:`~natchat.proto.directory.PeerDirectory` (``details``); the introducer's (``punch_go``,
-  ``punch_invite``, ``relayed``, ``error`` about a peer) to that peer's link.
-* From a peer, directly or relayed: one path (:meth:`ClientSession._from_peer`): held until the peer's
-  key is known, opened (:class:`~natchat.proto.sealing.Sealer`), then handed to the peer's
+  server's list messages (``page``, ``delta``, ``details``) go through
+  :meth:`~natchat.proto.peers.Peers.from_list` to the :class:`~natchat.proto.roster.Roster`, with every
+  peer's details judged by the :class:`~natchat.proto.vetting.Vetting` (identities) before use; the
+  introducer's (``punch_go``, ``punch_invite``, ``relayed``, ``error`` about a peer) go to
+  :meth:`~natchat.proto.peers.Peers.from_introducer`; STUN answers to the
+  :class:`~natchat.proto.mappingcheck.MappingCheck`.
+* From a peer, directly or relayed: one path (:meth:`~natchat.proto.peers.Peers.from_peer`): held until
+  the peer's key is known, opened (:class:`~natchat.proto.sealing.Sealer`), then handed to the peer's
   :class:`~natchat.proto.link.PeerLink`, which owns the direct path (punching), the relay policy and the
   reliable streams.
+
+Owns: the session's state (registering, registered, leaving, done) and public address, the public API,
+the one dispatch, and what the registrations' controls and timer outcomes mean to the user. May not:
+keep peers' details, keys, identities or paths (the units do).
 
 Keys are only ever taken from the server the session registered with, never from a midPeer (which
 relays: it must not be able to read). ``docs/ARCHITECTURE.md`` draws the units and who calls whom.
