@@ -200,7 +200,7 @@ class ClientSession:
         home_reg = dataclasses.replace(reg, learn_mapping=self.config.learn_mapping)
         signed = None
         if identity is not None:
-            signed = (identity.public, identity.sign(client_id, self.public_key, issued), issued)
+            signed = wire.signed(identity.public, identity.sign(client_id, self.public_key, issued), issued)
             peer_ids = peer_ids if peer_ids is not None else PeerIdentities(str(server), None)
         own = None if identity is None else identity.public
         self._vetting = io.vetting = Vetting(client_id, peer_ids, own, io.emit)

@@ -106,10 +106,11 @@ class Registration:
         send: Callable[[wire.Message], None],
         *,
         key: bytes,
-        signed: tuple[bytes, bytes, int] | None = None,
+        signed: bytes | None = None,
     ) -> None:
         """``key``: the session's public key, registered with the ID (the same for every registration);
-        ``signed``: the identity key, its signature of (ID, key, issued), and issued (``identity.py``)."""
+        ``signed``: the identity key, its signature of (ID, key, issued), and issued, as the wire carries
+        them (:data:`~natchat.proto.wire.Signed`; ``identity.py``)."""
         self.id = client_id
         self.key = key
         self.signed = signed
@@ -347,7 +348,7 @@ class Registration:
             proof=proof,
             mapping=self.mapping,
             spray=self.config.spray,
-            signed=None if self.signed is None else wire.signed(*self.signed),
+            signed=self.signed,
         )
         self._send(register)
         self._probe_sent_at = now if first else None
@@ -355,7 +356,7 @@ class Registration:
 
     @property
     def _ident(self) -> bytes | None:
-        return None if self.signed is None else self.signed[0]
+        return None if self.signed is None else self.signed[:32]
 
     def _send_keepalive(self, now: float) -> None:
         assert self.token is not None
