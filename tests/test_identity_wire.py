@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from natchat.proto import auth, wire
-from natchat.proto.client import Blocked
+from natchat.proto.client import Blocked, ClientConfig
 from natchat.proto.events import ChatReceived, DeliveryFailed, ListShown
 from natchat.proto.identity import Identity, PeerIdentities, PinBook, Status
 from natchat.proto.identity_events import (
@@ -257,6 +257,15 @@ def test_the_secret_proof_covers_the_identity() -> None:
     assert isinstance(refused, wire.Error) and refused.code == "bad_secret"
     joined = register(srv, signed_register(me, key, T1, cookie=challenge.cookie, proof=good))
     assert any(isinstance(m, wire.Registered) for m in joined)
+
+
+def test_a_client_with_an_identity_proves_the_secret_over_it() -> None:
+    sim = Sim(secret=b"s", config=ClientConfig(secret=b"s"))
+    me = Identity()
+    a = sim.add("a", "10.0.0.1", identity=me, issued=T1)
+    sim.run(2)
+    entry = sim.server.registry.get("a")
+    assert a.session.state.value == "registered" and entry is not None and entry.info.ident == me.public
 
 
 def test_largest_datagrams_with_identities_fit() -> None:
