@@ -9,7 +9,6 @@ the server relaying; this test holds its JSON report to that, and to the grid be
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .conftest import run_scenario
@@ -34,16 +33,14 @@ def test_short_grid_over_the_nat_zoo(tmp_path: Path) -> None:
             assert pair["first_s"] is not None and pair["ports"] >= 2, (key, pair)
             if max(RANK[pair["path"]], RANK[pair["path_back"]]) > RANK[cell["expected"]]:
                 # only a birthday cell ("direct%", share < 1) may relay some of its pairs (its one
-                # attempt failed), as many as the script allows
+                # attempt failed)
                 assert cell["share"] < 1.0 and {pair["path"], pair["path_back"]} <= {"direct", "relay"}, (key, pair)
                 worse.append(pair)
-        if not cell["pooled"]:
-            assert len(worse) <= math.ceil((1.0 - cell["share"]) * PAIRS - 1e-9), (key, worse)
-    # with 2 pairs a cell the birthday cells are judged together: at least 75 % of their pairs direct
-    together = [p for c in cells.values() if c["pooled"] for p in c["pairs"]]
-    relayed = [p for p in together if "relay" in (p["path"], p["path_back"])]
-    assert len(together) == 12 * PAIRS, "the easy/CGN <-> hard cells are the birthday cells"
-    assert len(relayed) <= math.ceil(0.25 * len(together) - 1e-9), relayed
+        assert cell["pooled"] or not worse, (key, worse)
+    # with 2 pairs a cell the birthday cells are judged together, by the script's own row (which
+    # run_scenario holds to passed): how many of them may relay is nat_grid.py's rule, not repeated here
+    assert sum(c["pooled"] for c in cells.values()) == 12, "the easy/CGN <-> hard cells are the birthday cells"
+    assert [r for r in results["rows"] if r["scenario"].startswith("birthday cells together")], results["rows"]
     # expectations that birthday punching does not change: cone and open direct, both symmetric relayed
     assert cells["easy", "easy"]["expected"] == cells["open", "hard"]["expected"] == "direct"
     assert cells["hard", "hard"]["expected"] == "relay"
