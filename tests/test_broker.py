@@ -16,8 +16,8 @@ def test_from_registered_sockets_both_are_told_at_once_with_one_moment() -> None
     at = 50.0 + 0.3 + PUNCH_LEAD_MARGIN
     half = sweep_offset(2) / 2
     assert goes == [
-        (wire.PunchGo(peer=B, attempt=2, at=at + half), A.pub),  # "a" < "b": a starts at + half
-        (wire.PunchGo(peer=A, attempt=2, at=at - half), B.pub),
+        (wire.PunchGo(peer=B, attempt=2, at=at + half, rtt=0.3), A.pub),  # "a" < "b": a starts at + half
+        (wire.PunchGo(peer=A, attempt=2, at=at - half, rtt=0.3), B.pub),  # (both told the slower round trip)
     ]
     assert broker.get_timer() is None
 

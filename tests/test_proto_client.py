@@ -256,6 +256,36 @@ def test_failed_attempt_is_retried_from_a_fresh_port() -> None:
     assert chats(a) == ["From b [back]"]
 
 
+def _probes_of_attempt(pair_rtt: float) -> list[float]:
+    """When a sent its probes for one go (attempt 50, with ``rtt`` = ``pair_rtt``) that nothing answers."""
+    sim = Sim()
+    a = sim.add("a", "10.0.0.1")
+    sim.add("b", "10.0.0.2")
+    sim.run(1)
+    sim.drop = lambda src, dst, data: {src.host, dst.host} == {"10.0.0.1", "10.0.0.2"}
+    info = sim.server.registry.get("b").info  # type: ignore[union-attr]
+    go = wire.PunchGo(peer=info, attempt=50, at=sim.now, rtt=pair_rtt)
+    start, times = sim.now, []
+    a.session.receive_datagram(wire.encode(go), MAIN, SERVER, sim.now)
+    for _ in range(100):
+        before = len(sim.sent)
+        sim.run(0.01)
+        for src, dst, data in sim.sent[before:]:
+            msg = wire.decode(data) if dst.host == "10.0.0.2" and src.host == "10.0.0.1" else None
+            if isinstance(msg, wire.Probe) and msg.attempt == 50:
+                times.append(round(sim.now - start, 2))
+    return times
+
+
+def test_an_attempt_lasts_as_many_round_trips_of_the_slower_peer() -> None:
+    """Near the server (the simulation's round trips are 0) an attempt lasts ``attempt_min``; a go that
+    says the peer is 50 ms away stretches it to 10 of the peer's round trips, in time for its probes."""
+    config = ClientConfig()
+    assert len(_probes_of_attempt(0.0)) == 1  # (attempt_min 40 ms: one probe, the next would be at 100 ms)
+    far = _probes_of_attempt(0.05)
+    assert len(far) == 5 and far[-1] <= config.attempt_rtts * 0.05  # probes at 0, 0.1 ... 0.4 s
+
+
 def test_dead_path_is_punched_again_without_losing_messages() -> None:
     sim = Sim(config=ClientConfig(deliver_within=20))
     a = sim.add("a", "10.0.0.1")

@@ -219,8 +219,8 @@ def test_punch_from_registered_sockets_tells_both_at_once() -> None:
     replies = feed(srv, wire.PunchRequest(id="a", token=ta, peer="b", attempt=1, priv=PRIV, rtt=0.01), A, 1.0)
     at = 1.0 + 0.08 + PUNCH_LEAD_MARGIN  # both go's arrive in time for one shared moment
     assert replies == [
-        (wire.PunchGo(peer=PeerInfo("b", C, PRIV, PUB), attempt=1, at=at), A),
-        (wire.PunchGo(peer=PeerInfo("a", A, PRIV, PUB), attempt=1, at=at), C),
+        (wire.PunchGo(peer=PeerInfo("b", C, PRIV, PUB), attempt=1, at=at, rtt=0.08), A),
+        (wire.PunchGo(peer=PeerInfo("a", A, PRIV, PUB), attempt=1, at=at, rtt=0.08), C),
     ]
 
 

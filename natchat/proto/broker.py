@@ -176,7 +176,8 @@ class PunchBroker:
         for to, about in ((a, b), (b, a)):
             i = about.info
             peer = PeerInfo(i.id, about.pub, about.priv, i.key, i.signed)  # (identity included)
-            goes.append((wire.PunchGo(peer=peer, attempt=attempt, at=at_of[to.info.id]), to.pub))
+            go = wire.PunchGo(peer=peer, attempt=attempt, at=at_of[to.info.id], rtt=max(a.rtt, b.rtt))
+            goes.append((go, to.pub))
         return goes
 
     def _relay(self, me: Side, peer: Side, attempt: int, now: float) -> Outgoing:

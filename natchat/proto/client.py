@@ -89,9 +89,11 @@ class ClientConfig:
     """A chat message not acknowledged within this many seconds is reported as undeliverable."""
     attempt_time: float = 1.5
     """The longest one hole-punching attempt probes before the next starts from a fresh port; on a fast
-    path attempts are shorter (``attempt_rtts`` round trips to the server, at least ``attempt_min``)."""
+    path attempts are shorter (``attempt_rtts`` round trips of the slower peer to the server, at least
+    ``attempt_min``: between nearby trap NATs each attempt is a lottery, and more tickets a second win
+    sooner)."""
     attempt_rtts: float = 10.0
-    attempt_min: float = 0.1
+    attempt_min: float = 0.04
     probe_interval: float = 0.1
     retransmit_first: float = 0.3
     retransmit_max: float = 2.0

@@ -85,6 +85,8 @@ class LinkContext(Protocol):
     @property
     def attempt_time(self) -> float: ...
 
+    def attempt_time_for(self, pair_rtt: float) -> float: ...
+
     def details(self, peer: str) -> PeerInfo | None: ...
     def need(self, peer: str, now: float) -> None: ...
     def seal(self, msg: _S, plaintext: bytes = b"") -> _S | None: ...
@@ -174,11 +176,13 @@ class PeerLink:
         *,
         plan: wire.Plan | None = None,
         target: Addr | None = None,
+        pair_rtt: float = 0.0,
     ) -> None:
         """The introducer's ``punch_go``: today's punch (``plan`` None), this side's part of a birthday
-        attempt toward ``target`` (the peer's registered public address), or the relay at once."""
+        attempt toward ``target`` (the peer's registered public address), or the relay at once.
+        ``pair_rtt``: the go's ``rtt``, the slower peer's round trip to the server."""
         if plan is None:
-            self.path.go(attempt, sock, candidates, start, now, self._ctx.attempt_time)
+            self.path.go(attempt, sock, candidates, start, now, self._ctx.attempt_time_for(pair_rtt))
             return
         if self.path.up or attempt < self.path.attempt or (attempt == self.path.attempt and self.path.quiet):
             return  # the path works, or a stale or duplicate go

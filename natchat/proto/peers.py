@@ -139,14 +139,15 @@ class Peers:
         roster, intro = self._ctx.roster, self._ctx.intro
         punching = self._ctx.config.path != "relay"  # --relay-only: never punch
         match msg:
-            case wire.PunchGo(peer=peer, attempt=attempt, at=at, plan=plan) if peer.id in roster:
+            case wire.PunchGo(peer=peer, attempt=attempt, at=at, plan=plan, rtt=rtt) if peer.id in roster:
                 if intro is self._ctx.home:
                     self.learned([peer], now)  # from the server: as good as a lookup
                 else:
                     roster.need(peer.id, now)  # keys come from the server only, never from a midPeer
                 if punching and self.blocked(peer.id) is None:
                     where = candidates(peer.pub, peer.priv, intro.pub)
-                    self[peer.id].go(attempt, sock, where, intro.local_time(at, now), now, plan=plan, target=peer.pub)
+                    start = intro.local_time(at, now)
+                    self[peer.id].go(attempt, sock, where, start, now, plan=plan, target=peer.pub, pair_rtt=rtt)
             case wire.PunchInvite(peer=peer, attempt=attempt) if peer in roster:
                 roster.need(peer, now)
                 if punching:

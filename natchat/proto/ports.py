@@ -86,10 +86,16 @@ class Ports:
     def attempt_time(self) -> float:
         """How long a punching attempt lasts: long enough for a few round trips, short enough that a
         failed one (the conntrack trap) is soon retried from fresh ports."""
+        return self.attempt_time_for(0.0)
+
+    def attempt_time_for(self, pair_rtt: float) -> float:
+        """:attr:`attempt_time` for a pair whose slower peer has round trip ``pair_rtt`` to the server
+        (from its ``punch_go``): the round trips counted are the slower of that and our own, since a probe
+        from the peer may take as long as its own way to the server and ours together."""
         cfg, srtt = self.config, self.intro.srtt
         if srtt is None:
             return cfg.attempt_time
-        return min(cfg.attempt_time, max(cfg.attempt_min, cfg.attempt_rtts * srtt))
+        return min(cfg.attempt_time, max(cfg.attempt_min, cfg.attempt_rtts * max(srtt, pair_rtt)))
 
     def details(self, peer: str) -> PeerInfo | None:
         return self.roster.directory.get(peer)

@@ -341,6 +341,9 @@ class PunchGo(Message, tag="punch_go", frozen=True):
     at: Clock
     plan: Plan | None = None
     """None: today's scheduled punch. Otherwise this side's part of a birthday attempt, or relay at once."""
+    rtt: Seconds = 0.0
+    """The slower of the two peers' round trips to the server: a probe between them takes at most about
+    that long, so an attempt lasts as many round trips of it as of the receiver's own."""
 
 
 class Error(Message, tag="error", frozen=True):
