@@ -76,6 +76,9 @@ class Scenario:
         self.t = transcript
         self.rows: list[Row] = []
         self.dump_lines = dump_lines
+        self.focus: tuple[str, ...] = ()
+        """Programs whose lines a failure shows, all of them, instead of the transcript's last lines (a
+        step that runs pair after pair names the pair it runs)."""
 
     @contextmanager
     def step(self, name: str, how: str = "") -> Iterator[list[str]]:
@@ -87,8 +90,12 @@ class Scenario:
         except Exception as exc:  # record it, show the transcript, go on to the next step
             detail.append(f"{type(exc).__name__}: {exc}")
             self.rows.append(Row(name, False, time.monotonic() - start, "; ".join(detail), how))
-            dump = self.t.dump(self.dump_lines)
-            print(f"FAILED {name}: {exc}\n--- last lines of the transcript ---\n{dump}", file=sys.stderr)
+            if self.focus:
+                dump = f"--- what {', '.join(self.focus)} did ---\n{self.t.of(*self.focus)}"
+            else:
+                dump = f"--- last lines of the transcript ---\n{self.t.dump(self.dump_lines)}"
+            print(f"FAILED {name}: {exc}\n{dump}", file=sys.stderr)
+            self.focus = ()
         else:
             self.rows.append(Row(name, True, time.monotonic() - start, "; ".join(detail), how))
 

@@ -59,6 +59,10 @@ class Transcript:
         lines = self.lines if last is None else self.lines[-last:]
         return "\n".join(self.format(e) for e in lines)
 
+    def of(self, *who: str) -> str:
+        """What these programs started, were typed and printed (say, the two of a pair that failed)."""
+        return "\n".join(self.format(e) for e in self.lines if e[1] in who)
+
 
 class Expired(AssertionError):
     """An expected line did not appear in time."""

@@ -197,6 +197,7 @@ def run_pairs(sc: SeedScenario, net: Any, delay_ms: float, pairs: int) -> None:
         stack.callback(server.stop)
         for i in range(pairs):
             a_id, b_id = f"a{i}", f"b{i}"
+            sc.focus = (a_id, b_id)  # a failure shows this pair (the server's listing at its stop comes last)
             # (the seed NATs accept unsolicited input: at 0 ms a pair's first probes must leave within
             # microseconds of each other, a lottery that took up to 88 attempts, 10.8 s, and once more
             # than 15 s; each pair gets PAIR_WITHIN, and the times measured stay what they were)
@@ -223,6 +224,7 @@ def run_pairs(sc: SeedScenario, net: Any, delay_ms: float, pairs: int) -> None:
             finally:
                 a.stop()
                 b.stop()
+        sc.focus = ()
         detail.append(stats.summary())
         assert stats.delivered == stats.pairs == pairs, stats.summary()
 
