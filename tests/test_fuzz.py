@@ -118,7 +118,7 @@ from_server = st.one_of(
         peers=st.lists(peer_infos, max_size=4),
     ),
     st.builds(wire.PunchInvite, peer=ids, attempt=attempts),
-    st.builds(wire.PunchGo, peer=peer_infos, attempt=attempts, at=clocks),
+    st.builds(wire.PunchGo, peer=peer_infos, attempt=attempts, at=clocks, rtt=seconds),
     st.builds(
         wire.Error, code=st.sampled_from(["id_taken", "server_full", "bad_token", "unknown_session"]) | texts, msg=texts
     ),
