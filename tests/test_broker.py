@@ -47,4 +47,4 @@ def test_a_half_joined_rendezvous_expires() -> None:
 
 def test_the_sweep_alternates_and_wraps() -> None:
     offsets = [sweep_offset(n) for n in range(1, 19)]
-    assert offsets[0] == 0.0 and offsets[1] == -offsets[2] != 0.0 and offsets[17] == offsets[0]
+    assert offsets[0] == 0.0 and offsets[1] == -offsets[2] != 0.0 and offsets[4] == offsets[1] * 2

@@ -215,10 +215,16 @@ def test_broker_relays_a_pair_whose_birthday_attempt_failed() -> None:
     assert broker.birthday_failed == 1
     assert plans(broker.request(b, a, 3, 103.0 + FAILED_MEMORY / 2, relay=True)) == {"RelayPlan"}
     assert plans(broker.request(a, b, 4, 104.0 + FAILED_MEMORY, relay=True)) == {"SprayPlan", "FanOutPlan"}
-    # without a relay the pair keeps its birthday attempts
+    # without a relay the failed pair alternates: today's punch (the "hard" side may be a port-preserving
+    # NAT that showed the server's second port another port once), then a birthday attempt again
     other = PunchBroker()
     other.request(a, b, 1, 100.0)
-    assert plans(other.request(a, b, 2, 103.0)) == {"SprayPlan", "FanOutPlan"}
+    assert plans(other.request(a, b, 2, 103.0)) == {"SprayPlan", "FanOutPlan"}  # (asked again: failed)
+    assert other.birthday_failed == 1
+    scheduled = other.request(a, b, 3, 103.5)
+    assert plans(scheduled) == {"NoneType"} and {dst for _, dst in scheduled} == {ea.pub, hb.pub}
+    assert plans(other.request(a, b, 4, 104.0)) == {"SprayPlan", "FanOutPlan"}
+    assert plans(other.request(a, b, 5, 104.0 + FAILED_MEMORY)) == {"SprayPlan", "FanOutPlan"}  # forgotten
 
 
 def test_easy_pairs_keep_todays_punch() -> None:

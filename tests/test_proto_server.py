@@ -235,18 +235,20 @@ def test_punch_from_fresh_sockets_waits_for_both_then_tells_both() -> None:
     assert replies == [(wire.PunchInvite(peer="a", attempt=2), C)]
     replies = feed(srv, wire.PunchRequest(id="b", token=tb, peer="a", attempt=2, priv=pb, rtt=0.0), b2, 1.1)
     assert sorted(replies, key=lambda r: r[1].port) == [
-        (wire.PunchGo(peer=PeerInfo("b", b2, pb, PUB), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN + 20e-6), a2),
-        (wire.PunchGo(peer=PeerInfo("a", a2, pa, PUB), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN - 20e-6), b2),
+        (wire.PunchGo(peer=PeerInfo("b", b2, pb, PUB), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN + 5e-6), a2),
+        (wire.PunchGo(peer=PeerInfo("a", a2, pa, PUB), attempt=2, at=1.1 + PUNCH_LEAD_MARGIN - 5e-6), b2),
     ]
     assert [p.pub for p in srv.peers()] == [A, C]  # punching sockets do not move the registration
 
 
 def test_successive_attempts_sweep_the_start_difference() -> None:
-    offsets = [sweep_offset(n) for n in range(1, 2 * PUNCH_SWEEP_STEPS + 3)]
-    assert offsets[:5] == [0.0, 40e-6, -40e-6, 80e-6, -80e-6]
-    assert max(offsets) == -min(offsets) == PUNCH_SWEEP_STEPS * 40e-6
-    assert len(set(offsets)) == 2 * PUNCH_SWEEP_STEPS + 1  # every step once per cycle
-    assert offsets[2 * PUNCH_SWEEP_STEPS + 1] == 0.0  # then again from the start
+    offsets = {n: round(sweep_offset(n) * 1e6) for n in range(1, 4 * 88 + 1)}  # (microseconds)
+    assert [offsets[n] for n in range(1, 9)] == [0, 10, -10, 140, 20, -20, 30, -140]
+    inner = [us for n, us in offsets.items() if n % 4]  # three attempts in four: 0, +-10 ... +-120
+    assert sorted(set(inner)) == list(range(-120, 121, 10)) and inner[25:50] == inner[:25]  # each once a cycle
+    outer = [us for n, us in offsets.items() if n % 4 == 0]  # every fourth: +-140 ... +-1000, each once
+    assert sorted(outer) == [*range(-1000, -139, 20), *range(140, 1001, 20)]
+    assert PUNCH_SWEEP_STEPS == 12 and sweep_offset(4 * 89) == sweep_offset(4)  # then again
 
 
 def test_punch_to_unknown_peer_is_an_error() -> None:

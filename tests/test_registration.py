@@ -108,3 +108,46 @@ def test_leave_without_a_session_sends_nothing() -> None:
     assert not r.leave(1.0, within=0.5) and len(sent) == count
     r.say_goodbye()
     assert len(sent) == count
+
+
+def _alive(server_now: float) -> wire.Alive:
+    return wire.Alive(ver=0, pub=PUB, now=server_now)
+
+
+def test_a_clock_sync_sends_its_keepalives_one_after_the_others_answer_and_keeps_the_shortest() -> None:
+    """The server's clock is ours + 100 s. The registration's sample was slow on the way back (offset
+    off by 2 ms); the sync's samples are each sent only once the last is answered, and the shortest
+    round trip's offset wins, whatever came before."""
+    r, sent = reg()
+    r.on_control(wire.Registered(id="me", token=TOKEN, pub=PUB, timeout=30.0, now=100.0), 0.005)
+    assert r.clock_offset is not None and abs(r.clock_offset - (100.0 - 0.0025)) < 1e-9  # (sent at 0)
+    r.sync(1.0)
+    trips = [0.004, 0.001, 0.003, 0.0006, 0.002, 0.003, 0.004, 0.005]  # (0.6 ms, symmetric: exact)
+    now, keepalives = 1.0, []
+    for i, trip in enumerate(trips):
+        r.handle_timer(now)
+        new = [m for m in sent if isinstance(m, wire.KeepAlive)]
+        assert len(new) == len(keepalives) + 1  # one keepalive out, and nothing more until it is answered
+        keepalives = new
+        r.handle_timer(now + trip / 2)
+        assert len([m for m in sent if isinstance(m, wire.KeepAlive)]) == len(keepalives)
+        now += trip
+        r.on_control(_alive(now - trip / 2 + 100.0 + (0.0004 if trip > 0.001 else 0.0)), now)
+        assert (r.get_timer() <= now + 0.005) is (i < len(trips) - 1)  # the next at once, but after the 8th
+        now += 0.005
+    assert len(keepalives) == 8  # done: back to the usual keepalives
+    assert r.clock_offset is not None and abs(r.clock_offset - 100.0) < 1e-9  # the 0.6 ms round trip's
+    r.sync(now + 0.01)  # within 30 s of the last: not again
+    r.handle_timer(now + 0.02)
+    assert len([m for m in sent if isinstance(m, wire.KeepAlive)]) == 8
+
+
+def test_a_clock_sync_waits_for_registration_and_a_lost_answer_pauses_it() -> None:
+    r, sent = reg()
+    r.sync(0.01)  # not registered yet: nothing
+    r.on_control(registered(), 0.02)
+    r.sync(0.03)
+    r.handle_timer(0.03)
+    assert len([m for m in sent if isinstance(m, wire.KeepAlive)]) == 1
+    r.handle_timer(0.2)  # its answer is lost: nothing more until the usual keepalive, then sooner ones
+    assert len([m for m in sent if isinstance(m, wire.KeepAlive)]) == 1

@@ -12,7 +12,8 @@ registered) is decided in :meth:`PunchBroker.request` before anything else: toda
 rendezvous on fresh sockets included), a birthday attempt (both go's at once, to both registered
 addresses, with the ``spray`` and ``fan_out`` plans), or the relay at once (``["relay"]`` to both). A
 pair whose birthday attempt failed (it asks again after the attempt's life: the conntrack trap of the
-``-trap`` NATs, ``docs/PROTOCOL.md``) is remembered for :data:`FAILED_MEMORY` seconds and relayed.
+``-trap`` NATs, ``docs/PROTOCOL.md``) is remembered for :data:`FAILED_MEMORY` seconds and relayed, or,
+by an introducer without a relay, given today's punch on every other attempt (:meth:`PunchBroker.plan`).
 """
 
 from __future__ import annotations
@@ -30,19 +31,32 @@ PUNCH_RENDEZVOUS_TTL = 10.0
 PUNCH_LEAD_MARGIN = 0.02
 """Seconds added to the slower peer's round-trip time to schedule a punch (``PunchGo.at``)."""
 
-PUNCH_SWEEP_STEP = 40e-6
-PUNCH_SWEEP_STEPS = 8
-"""Successive attempts move the two peers' start times apart by 0, +-40, +-80 ... +-320 microseconds.
+PUNCH_SWEEP_STEP = 10e-6
+PUNCH_SWEEP_STEPS = 12
+PUNCH_SWEEP_OUTER_STEP = 20e-6
+PUNCH_SWEEP_REACH = 1e-3
+"""Successive attempts move the two peers' start times apart: three attempts in four by 0, +-10, +-20
+... +-120 microseconds (the inner sweep), every fourth by +-140, +-160 ... +-1000 (the outer one).
 
-Between nearby NATs the two first probes must cross within tens of microseconds. The peers' estimates
-of the server's clock are good to about a hundred microseconds, and the error is much the same from one
-attempt to the next; sweeping the difference turns a systematic miss into a hit within a few attempts.
+Between nearby trap NATs the two first probes must leave within microseconds of each other, and what
+counts is their way through both NATs, not only the moment of sending. Traced in Mininet (both peers'
+sends against one clock, 30 pairs, ``docs/PROTOCOL.md``): after a sync (``Registration.sync``) the
+peers' clock estimates differed by -90 to +165 us, much the same from attempt to attempt, yet at one
+difference a pair might win 1 attempt in 7 and another pair every time. So the inner sweep moves in
+steps of 10 us around the estimate; the outer one reaches 1 ms, where an estimate from registration
+alone was off (by up to 1 ms); a sweep that stopped at 320 us left such a pair to fail for good.
 """
 
 
 def sweep_offset(attempt: int) -> float:
     """The start-time difference (first peer minus second, by ID order) for punching attempt ``attempt``."""
-    index = (attempt - 1) % (2 * PUNCH_SWEEP_STEPS + 1)
+    if attempt % 4 == 0:
+        inner = PUNCH_SWEEP_STEPS * PUNCH_SWEEP_STEP
+        outer = round((PUNCH_SWEEP_REACH - inner) / PUNCH_SWEEP_OUTER_STEP)  # magnitudes beyond the inner
+        index = (attempt // 4 - 1) % (2 * outer)
+        magnitude = inner + (index // 2 + 1) * PUNCH_SWEEP_OUTER_STEP
+        return -magnitude if index % 2 else magnitude
+    index = (attempt - attempt // 4 - 1) % (2 * PUNCH_SWEEP_STEPS + 1)
     magnitude = (index + 1) // 2
     return (magnitude if index % 2 else -magnitude) * PUNCH_SWEEP_STEP
 
@@ -107,8 +121,15 @@ class PunchBroker:
         self.birthday_failed = 0
         """Birthday attempts that ended without a path (the pair asked again)."""
 
-    def plan(self, me: Side, them: Side, now: float, *, relay: bool) -> birthday.Plan:
-        """The strategy for the pair, from their registered kinds (and a failed birthday attempt)."""
+    def plan(self, me: Side, them: Side, now: float, *, relay: bool, attempt: int = 1) -> birthday.Plan:
+        """The strategy for the pair, from their registered kinds (and a failed birthday attempt).
+
+        A pair whose birthday attempt failed is relayed for :data:`FAILED_MEMORY` seconds if this
+        introducer relays; if not, its odd attempts are today's punch and its even ones birthday attempts
+        again. A "hard" side may be a port-preserving NAT (Linux ``MASQUERADE`` without
+        ``--random-fully``) that gave the server's second port another public port because the first was
+        taken by an older conntrack entry: seen in Mininet, a cone client registered ``dependent`` and
+        its pair, sprayed again and again between trap NATs, never met (CI, 2026-12-02)."""
         same_host = me.info.pub.host == them.info.pub.host
         if me.info.pub == me.info.priv or them.info.pub == them.info.priv:
             return birthday.Plan(Strategy.SCHEDULED)  # a side with no NAT: today's punch reaches it at once
@@ -127,14 +148,17 @@ class PunchBroker:
         if last is not None and last.ends <= now < last.ends + FAILED_WITHIN and last.failed_until < now:
             last.failed_until = now + FAILED_MEMORY  # asked again after the attempt's end: it failed
             self.birthday_failed += 1
-        if last is not None and now < last.failed_until and relay:
-            return birthday.Plan(Strategy.RELAY)
+        if last is not None and now < last.failed_until:
+            if relay:
+                return birthday.Plan(Strategy.RELAY)
+            if attempt % 2:
+                return birthday.Plan(Strategy.SCHEDULED)
         return plan
 
     def request(self, me: Side, peer: Side, attempt: int, now: float, *, relay: bool = False) -> Outgoing:
         """``me`` asks to punch to ``peer`` (registered, not ``me``; ``peer``'s addresses are its
         registered ones): what to send whom. ``relay``: this introducer relays."""
-        plan = self.plan(me, peer, now, relay=relay)
+        plan = self.plan(me, peer, now, relay=relay, attempt=attempt)
         if plan.strategy is Strategy.RELAY:
             return self._relay(me, peer, attempt, now)
         if plan.strategy is Strategy.BIRTHDAY:

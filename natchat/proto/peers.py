@@ -145,6 +145,8 @@ class Peers:
                 else:
                     roster.need(peer.id, now)  # keys come from the server only, never from a midPeer
                 if punching and self.blocked(peer.id) is None:
+                    if plan is None:
+                        intro.sync(now)  # for this pair's next attempts: the start times rest on it
                     where = candidates(peer.pub, peer.priv, intro.pub)
                     start = intro.local_time(at, now)
                     self[peer.id].go(attempt, sock, where, start, now, plan=plan, target=peer.pub, pair_rtt=rtt)

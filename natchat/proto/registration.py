@@ -36,6 +36,13 @@ SESSION_UNKNOWN = frozenset({"unknown_session", "bad_token"})
 
 _CONTROL = (wire.Registered, wire.Challenge, wire.Alive, wire.Bye)
 
+SYNC_SAMPLES = 8
+"""Keepalives a clock sync sends, one after another's answer (:meth:`Registration.sync`)."""
+SYNC_GAP = 0.005
+"""Seconds between an answer and the sync's next keepalive."""
+SYNC_AGAIN = 30.0
+"""A sync within this many seconds of the last one's start is not repeated (clocks drift slowly)."""
+
 
 class Control(enum.Enum):
     """What a control message from the server did to the registration (:meth:`Registration.on_control`)."""
@@ -146,6 +153,8 @@ class Registration:
         self.clock_offset: float | None = None
         """The server's clock minus ours."""
         self._offset_rtt = float("inf")
+        self._sync_left = 0
+        self._synced_at: float | None = None
         self._cookie: str | None = None  # the server's last challenge: proves we receive at our address
         self.unchecked_secret = False
         """We have a secret, and the server said it does not check one."""
@@ -244,6 +253,7 @@ class Registration:
         if self.state is not RegState.REGISTERING:
             return False
         self.clock_offset, self._offset_rtt = None, float("inf")  # perhaps a new server, with a new clock
+        self._sync_left, self._synced_at = 0, None
         self._rtt_sample(now, msg.now)
         self.token, self.pub, self.state, self.relay = msg.token, msg.pub, RegState.REGISTERED, msg.relay
         self.keepalive = min(self.config.keepalive, msg.timeout / 3)
@@ -262,7 +272,28 @@ class Registration:
         self.pub = msg.pub
         self._keepalive_unanswered = False
         self._keepalive_gap = 1.0
+        if self._sync_left > 0:  # the next of the sync's keepalives, now that this one is answered
+            self._sync_left -= 1
+            self._keepalive_at = min(self._keepalive_at, now + SYNC_GAP)
         return True
+
+    def sync(self, now: float) -> None:
+        """Measure the clock offset again, well: :data:`SYNC_SAMPLES` keepalives, each sent once the
+        last is answered (an answer can never be taken for another's), keeping the shortest round trip.
+
+        Called when punching starts. The estimate from registration rests on a few samples, and the two
+        peers' errors differ by up to a few hundred microseconds; between nearby trap NATs the first
+        probes must cross within tens (``docs/PROTOCOL.md``, *the lottery, traced*). Not repeated within
+        :data:`SYNC_AGAIN`; the samples before it are dropped (the clocks may have drifted since)."""
+        if self.state is not RegState.REGISTERED or self._sync_left > 0:
+            return
+        if self._synced_at is not None and now - self._synced_at < SYNC_AGAIN:
+            return
+        self._synced_at = now
+        self._sync_left = SYNC_SAMPLES - 1  # (the answers still to be followed by another keepalive)
+        self._offset_rtt = float("inf")
+        if not self._keepalive_unanswered:
+            self._keepalive_at = min(self._keepalive_at, now)  # (else: at its answer, or its retry)
 
     def on_challenge(self, msg: wire.Challenge, now: float) -> bool:
         """The server wants a cookie (and perhaps a proof) first: register again at once with them.
@@ -367,7 +398,8 @@ class Registration:
             self._keepalive_gap *= 2
             self._probe_sent_at = None
         else:
-            self._warmup *= 2
+            if self._sync_left == 0:  # (a clock sync's keepalives do not count toward the warm-up)
+                self._warmup *= 2
             self._keepalive_at = now + min(self._warmup, self.keepalive)
             self._probe_sent_at = now
         self._keepalive_unanswered = True
