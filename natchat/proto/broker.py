@@ -41,8 +41,8 @@ PUNCH_SWEEP_REACH = 1e-3
 Between nearby trap NATs the two first probes must leave within microseconds of each other, and what
 counts is their way through both NATs, not only the moment of sending. Traced in Mininet (both peers'
 sends against one clock, 30 pairs, ``docs/PROTOCOL.md``): after a sync (``Registration.sync``) the
-peers' clock estimates differed by -90 to +165 us, much the same from attempt to attempt, yet at one
-difference a pair might win 1 attempt in 7 and another pair every time. So the inner sweep moves in
+peers' clock estimates differed by -90 to +165 us, much the same from attempt to attempt, yet at about
+the same difference one pair lost 6 attempts in 7 where others won at once. So the inner sweep moves in
 steps of 10 us around the estimate; the outer one reaches 1 ms, where an estimate from registration
 alone was off (by up to 1 ms); a sweep that stopped at 320 us left such a pair to fail for good.
 """
