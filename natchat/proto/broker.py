@@ -121,7 +121,7 @@ class PunchBroker:
         self.birthday_failed = 0
         """Birthday attempts that ended without a path (the pair asked again)."""
 
-    def plan(self, me: Side, them: Side, now: float, *, relay: bool, attempt: int = 1) -> birthday.Plan:
+    def plan(self, me: Side, them: Side, now: float, *, relay: bool, attempt: int) -> birthday.Plan:
         """The strategy for the pair, from their registered kinds (and a failed birthday attempt).
 
         A pair whose birthday attempt failed is relayed for :data:`FAILED_MEMORY` seconds if this

@@ -387,7 +387,7 @@ class Registration:
 
     @property
     def _ident(self) -> bytes | None:
-        return None if self.signed is None else self.signed[:32]
+        return wire.ident_of(self.signed)
 
     def _send_keepalive(self, now: float) -> None:
         assert self.token is not None

@@ -56,6 +56,11 @@ def signed(ident: bytes, sig: bytes, issued: int) -> bytes:
     return ident + sig + issued.to_bytes(8, "big")
 
 
+def ident_of(field: bytes | None) -> bytes | None:
+    """The identity key in a :data:`Signed` field (None: no field)."""
+    return None if field is None else field[:32]
+
+
 class _SignedFields:
     """The parts of a :data:`Signed` field, read (a mixin for the structs that carry one)."""
 
@@ -66,7 +71,7 @@ class _SignedFields:
     @property
     def ident(self) -> bytes | None:
         """The identity key."""
-        return None if self.signed is None else self.signed[:32]
+        return ident_of(self.signed)
 
     @property
     def sig(self) -> bytes | None:
